@@ -1,0 +1,1 @@
+"""llava-scissor: LLaVA-OneVision video inference with LLaVA-Scissor token compression."""

@@ -1,0 +1,8 @@
+"""LLaVA-Scissor token compression as a pure-torch library: `compress(features [F, T, D], config)`.
+
+Knows nothing about models: the model calls `compress` once between the projector and the language model.
+"""
+from .config import METHODS, CompressionConfig, CompressionResult, CompressionStats
+from .registry import COMPRESSORS, compress
+
+__all__ = ["COMPRESSORS", "METHODS", "CompressionConfig", "CompressionResult", "CompressionStats", "compress"]

@@ -1,0 +1,148 @@
+"""Graph primitives behind SCC: cosine similarity, Boruvka spanning forests, connected components.
+
+Connected components of the thresholded similarity graph {(i, j): cos(i, j) > tau} are exactly the components
+of a maximum spanning forest restricted to edges > tau (cycle property of spanning trees). So one routine
+serves both budget modes:
+- tau mode: Boruvka on the edges > tau; its final components ARE the SCC partition.
+- ratio mode: Boruvka on all edges gives the single-linkage tree's weights; the K-part cut is the partition at
+  the threshold between the right two weights (plus a tie-break when weights are exactly equal).
+
+Boruvka runs on the dense [B, C, C] similarity table, contracted after every round to the strongest edge
+between each pair of components, so the work shrinks geometrically: a few passes over [M, M] in total,
+O(log M) Python iterations, no per-node loops. Each component picks its strongest outgoing edge, ties to the
+lowest component slot, which makes every round cycle-free and the result the same on every device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_NONE = float("-inf")  # "no edge" in a similarity table
+
+
+def cosine_similarity(x: Tensor) -> Tensor:
+    """[B, M, D] any float dtype -> [B, M, M] float32 cosine similarity in [-1, 1].
+
+    Computed in float32 whatever the input dtype, so bf16/fp16 rounding does not decide near-threshold edges.
+    Zero vectors normalise to zero: their similarity is 0 with every token, themselves included.
+    """
+    xn = F.normalize(x.float(), dim=-1)
+    return (xn @ xn.transpose(-1, -2)).clamp_(-1.0, 1.0)  # (B, M, M)
+
+
+def union_labels(num_nodes: int, u: Tensor, v: Tensor) -> Tensor:
+    """Connected components of the edge list (u, v) over `num_nodes` nodes -> [num_nodes] label = the smallest
+    node index in each component. Min-label hooking plus pointer jumping: O(log n) rounds of O(E + n) work."""
+    labels = torch.arange(num_nodes, device=u.device)
+    while u.numel():
+        lu, lv = labels[u], labels[v]
+        low = torch.minimum(lu, lv)
+        hooked = labels.scatter_reduce(0, lu, low, "amin").scatter_reduce_(0, lv, low, "amin")
+        hooked = _compress_paths(hooked)
+        if torch.equal(hooked, labels):
+            break
+        labels = hooked
+    return labels
+
+
+def _compress_paths(parent: Tensor) -> Tensor:
+    """Pointer jumping until every node points at its root."""
+    while True:
+        grand = parent[parent]
+        if torch.equal(grand, parent):
+            return parent
+        parent = grand
+
+
+@dataclass
+class Forest:
+    """What Boruvka found on B independent graphs of M nodes each.
+
+    labels: [B, M] component slot of each node (dense per graph: 0 .. count-1, in no particular order).
+    counts: [B] number of components per graph.
+    edge_batch, edge_weight: [E] graph and similarity of every forest edge taken.
+    """
+
+    labels: Tensor
+    counts: Tensor
+    edge_batch: Tensor
+    edge_weight: Tensor
+
+
+def boruvka(table: Tensor, max_merges: int | None = None) -> Forest:
+    """Maximum spanning forest of each graph in `table` [B, M, M] (similarities; -inf = no edge).
+
+    The table is overwritten. With `max_merges` (B == 1 only), at most that many edges are taken, strongest
+    first; any subset of one round's edges is a forest, so each taken edge removes exactly one component.
+    """
+    B, M, _ = table.shape
+    device = table.device
+    table.diagonal(dim1=1, dim2=2).fill_(_NONE)
+    comp = torch.arange(M, device=device).expand(B, M).contiguous()  # (B, M) node -> component slot
+    valid = torch.ones(B, M, dtype=torch.bool, device=device)  # (B, C) slot holds a component
+    taken_batch, taken_weight = [], []
+    budget = max_merges
+    while budget is None or budget > 0:
+        weight, target = table.max(dim=-1)  # (B, C) strongest edge leaving each component, ties -> lowest slot
+        slots = torch.arange(weight.shape[1], device=device)
+        mutual = target.gather(1, target) == slots  # both ends chose the same edge: keep it once
+        keep = (weight > _NONE) & ~(mutual & (slots > target))
+        if not bool(keep.any()):
+            break
+        batch, src = keep.nonzero(as_tuple=True)  # (E,) each, ordered by (graph, slot)
+        dst, w = target[batch, src], weight[batch, src]
+        if budget is not None:
+            batch, src, dst, w = _strongest(budget, batch, src, dst, w)
+            budget -= w.numel()
+        taken_batch.append(batch)
+        taken_weight.append(w)
+        C = weight.shape[1]
+        merged = union_labels(B * C, batch * C + src, batch * C + dst).view(B, C)
+        slot, valid = _relabel(merged, valid)
+        comp = slot.gather(1, comp)
+        table = contract(table, slot, valid.shape[1])
+    empty = torch.zeros(0, device=device)
+    return Forest(
+        labels=comp,
+        counts=valid.sum(dim=1),
+        edge_batch=torch.cat(taken_batch) if taken_batch else empty.long(),
+        edge_weight=torch.cat(taken_weight) if taken_weight else empty,
+    )
+
+
+def _strongest(k: int, *edges: Tensor) -> tuple[Tensor, ...]:
+    """Keep the k strongest edges (weight is the last tensor; ties keep the earlier edge)."""
+    weight = edges[-1]
+    if weight.numel() <= k:
+        return edges
+    order = torch.sort(weight, descending=True, stable=True).indices[:k]
+    return tuple(e[order] for e in edges)
+
+
+def _relabel(merged: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """Merged labels [B, C] (global node ids) -> new dense slot of each old slot [B, C], new validity [B, C']."""
+    B, C = merged.shape
+    local = merged - torch.arange(B, device=merged.device)[:, None] * C  # (B, C) labels never cross graphs
+    root = (local == torch.arange(C, device=merged.device)) & valid  # (B, C)
+    rank = root.cumsum(dim=1) - 1  # (B, C) new slot of each root
+    counts = root.sum(dim=1)  # (B,)
+    new_c = int(counts.max())
+    slot = torch.where(valid, rank.gather(1, local), new_c)  # empty slots go to a scratch slot, cut off below
+    new_valid = torch.arange(new_c, device=merged.device) < counts[:, None]  # (B, C')
+    return slot, new_valid
+
+
+def contract(table: Tensor, slot: Tensor, new_c: int) -> Tensor:
+    """[B, C, C] similarities -> [B, C', C'] strongest edge between each pair of groups; slot [B, C] gives each
+    node's group in [0, C'] (group C' is scratch and dropped)."""
+    B, C, _ = table.shape
+    rows = torch.full((B, new_c + 1, C), _NONE, dtype=table.dtype, device=table.device)
+    rows.scatter_reduce_(1, slot[:, :, None].expand(B, C, C), table, "amax")  # (B, C'+1, C)
+    out = torch.full((B, new_c + 1, new_c + 1), _NONE, dtype=table.dtype, device=table.device)
+    out.scatter_reduce_(2, slot[:, None, :].expand(B, new_c + 1, C), rows, "amax")  # (B, C'+1, C'+1)
+    out = out[:, :new_c, :new_c]
+    out.diagonal(dim1=1, dim2=2).fill_(_NONE)  # edges inside a component are no longer candidates
+    return out

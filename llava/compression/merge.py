@@ -1,0 +1,36 @@
+"""The final merge step shared by SCC and the ablation selectors (paper Eq. 7-8, "inspired by ToMe").
+
+Every original token goes to its most similar kept token (argmax cosine, ties to the lowest index); kept token
+j becomes (kept_j + sum of its assigned tokens) / (count_j + 1). The [N, K] similarity is computed in row tiles
+so memory stays bounded for long videos.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_TILE_ROWS = 4096
+
+
+def merge_into_kept(x: Tensor, kept: Tensor) -> tuple[Tensor, Tensor]:
+    """x [N, D] and kept [K, D] (float32) -> merged tokens [K, D] and assignment [N] (index into kept)."""
+    kept_n = F.normalize(kept, dim=-1)  # (K, D)
+    assignment = torch.cat(
+        [(F.normalize(rows, dim=-1) @ kept_n.T).argmax(dim=1) for rows in x.split(_TILE_ROWS)]
+    )  # (N,)
+    sums = kept + segment_sum(x, assignment, kept.shape[0])  # (K, D)
+    counts = torch.bincount(assignment, minlength=kept.shape[0]) + 1  # (K,)
+    return sums / counts[:, None].to(sums.dtype), assignment
+
+
+def segment_sum(values: Tensor, index: Tensor, size: int) -> Tensor:
+    """values [N, D] summed into [size, D] by index [N], bit-identical from run to run.
+
+    CUDA's accumulating index_put_ sorts indices (deterministic) while its index_add_ uses atomics; on CPU it is
+    the other way round, so pick the deterministic kernel per device.
+    """
+    out = values.new_zeros(size, values.shape[1])
+    if values.is_cuda:
+        return out.index_put_((index,), values, accumulate=True)
+    return out.index_add_(0, index, values)

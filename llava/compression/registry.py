@@ -1,0 +1,93 @@
+"""`compress(features, config)`: the one call the model makes, dispatching by method name.
+
+Methods register by exact name in `COMPRESSORS`; the config validates names against the same tuple, so an
+unknown method fails at config time with the list of valid ones.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from .config import METHODS, CompressionConfig, CompressionResult, CompressionStats
+from .merge import merge_into_kept
+from .scc import SCCOutput, scc_ratio, scc_tau
+from .selectors import l2norm_indices, random_indices, uniform_indices
+
+logger = logging.getLogger(__name__)
+
+
+def _scc(x: Tensor, config: CompressionConfig) -> SCCOutput:
+    F, T, _ = x.shape
+    if config.tau is not None:
+        return scc_tau(x, config.tau, config.epsilon, config.seed)
+    return scc_ratio(x, config.target_tokens(F * T))
+
+
+def _selector(pick: Callable[[Tensor, int, int], Tensor]) -> Callable[[Tensor, CompressionConfig], SCCOutput]:
+    def run(x: Tensor, config: CompressionConfig) -> SCCOutput:
+        F, T, D = x.shape
+        flat = x.view(F * T, D)
+        kept = flat[pick(flat, config.target_tokens(F * T), config.seed)]  # (K, D)
+        tokens, assignment = merge_into_kept(flat, kept)
+        return SCCOutput(tokens, assignment, tokens.shape[0], float("nan"), float("nan"))
+
+    return run
+
+
+def _identity(x: Tensor, config: CompressionConfig) -> SCCOutput:
+    F, T, D = x.shape
+    return SCCOutput(x.reshape(F * T, D), torch.arange(F * T, device=x.device), F * T, float("nan"), float("nan"))
+
+
+COMPRESSORS: dict[str, Callable[[Tensor, CompressionConfig], SCCOutput]] = {
+    "scc": _scc,
+    "random": _selector(random_indices),
+    "uniform": _selector(uniform_indices),
+    "l2norm": _selector(l2norm_indices),
+    "none": _identity,
+}
+assert tuple(COMPRESSORS) == METHODS, "every method in config.METHODS needs exactly one compressor"
+
+
+def check_features(features: Tensor) -> None:
+    """Raise for inputs SCC cannot give a meaningful answer on, naming the problem."""
+    if not isinstance(features, Tensor):
+        raise TypeError(f"features must be a torch.Tensor [F, T, D], got {type(features).__name__}")
+    if features.dim() != 3:
+        raise ValueError(f"features must have shape [frames, tokens_per_frame, dim], got {tuple(features.shape)}")
+    if 0 in features.shape:
+        raise ValueError(f"features must be non-empty in every dimension, got shape {tuple(features.shape)}")
+    if not features.is_floating_point():
+        raise TypeError(f"features must be a floating-point tensor, got {features.dtype}")
+    if not bool(torch.isfinite(features).all()):
+        raise ValueError(
+            "features contain NaN or inf; check the vision tower's dtype (fp16 overflow) before compressing"
+        )
+
+
+def compress(features: Tensor, config: CompressionConfig) -> CompressionResult:
+    """Compress video features [F, T, D] into tokens [K, D] (same dtype and device) with `config`."""
+    if not isinstance(config, CompressionConfig):
+        raise TypeError(f"config must be a CompressionConfig, got {type(config).__name__}")
+    check_features(features)
+    start = time.perf_counter()
+    F, T, _ = features.shape
+    out = COMPRESSORS[config.method](features.float(), config)
+    tokens = out.tokens.to(features.dtype)
+    if tokens.is_cuda:
+        torch.cuda.synchronize(tokens.device)
+    stats = CompressionStats(
+        method=config.method,
+        tokens_in=F * T,
+        tokens_spatial=out.tokens_spatial if config.method == "scc" else None,
+        tokens_out=tokens.shape[0],
+        tau_spatial=out.tau_spatial if config.method == "scc" else None,
+        tau_temporal=out.tau_temporal if config.method == "scc" else None,
+        time_ms=(time.perf_counter() - start) * 1000.0,
+    )
+    logger.debug("compressed %d -> %d tokens in %.1f ms", stats.tokens_in, stats.tokens_out, stats.time_ms)
+    return CompressionResult(tokens=tokens, assignment=out.assignment.view(F, T), stats=stats)

@@ -1,0 +1,175 @@
+"""LLaVA-Scissor's Semantic Connected Components compression (arXiv 2506.21862, Sec. 3 and Appendix C).
+
+SCC(X, tau): link tokens whose cosine similarity is > tau; each connected component becomes the mean of its
+members; components are ordered by the index of their highest-degree member (degree counts the self edge; ties
+to the lower index). The spatial step runs SCC on every frame, the temporal step on all spatial outputs
+concatenated in frame order; the merge step (merge.py) then folds every original token into its most similar
+kept token.
+
+Two budget modes:
+- tau: the paper's mode; the token count varies per video.
+- retention ratio: exactly K tokens. The spatial and temporal steps share one threshold in the paper, so we
+  search for the spatial threshold at which the temporal step needs (nearly) the same threshold to reach K,
+  then cut the temporal single-linkage tree at exactly K parts. Both thresholds are reported.
+
+Exact components by default; `epsilon` gives the paper's approximate components (sample
+min(M, ceil(ln M / eps^2)) nodes per step and keep only edges touching a sampled node), seeded.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .graph import boruvka, contract, cosine_similarity
+from .merge import merge_into_kept, segment_sum
+
+_NONE = float("-inf")
+_SEARCH_PROBES = 3  # temporal passes the ratio mode may spend finding a common threshold
+_GAP_DONE = 1e-3  # spatial and temporal thresholds this close count as "the same tau"
+
+
+@dataclass
+class SCCOutput:
+    """tokens [K, D] float32, assignment [N] into tokens, and what each step did."""
+
+    tokens: Tensor
+    assignment: Tensor
+    tokens_spatial: int
+    tau_spatial: float
+    tau_temporal: float
+
+
+def ordered_means(x: Tensor, labels: Tensor, degree: Tensor) -> Tensor:
+    """Component means in SCC order. x [N, D], labels [N] dense ids in [0, C), degree [N] -> [C, D].
+
+    The order key of a component is the index of its highest-degree member (ties to the lower index), which
+    keeps the output in spatial / temporal order as the authors' code does.
+    """
+    N = x.shape[0]
+    C = int(labels.max()) + 1
+    idx = torch.arange(N, device=x.device)
+    score = degree.long() * N + (N - 1 - idx)  # (N,) higher degree first, then lower index
+    best = torch.full((C,), -1, dtype=torch.long, device=x.device).scatter_reduce_(0, labels, score, "amax")
+    key = N - 1 - best % N  # (C,) index of each component's highest-degree member
+    rank = torch.empty_like(key).scatter_(0, torch.argsort(key), torch.arange(C, device=x.device))  # (C,)
+    order = rank[labels]  # (N,) output position of each token's component
+    sums = segment_sum(x, order, C)  # (C, D)
+    counts = torch.bincount(order, minlength=C)  # (C,)
+    return sums / counts[:, None].to(sums.dtype)
+
+
+def _sampled_pairs(B: int, M: int, epsilon: float, generator: torch.Generator, device: torch.device) -> Tensor:
+    """[B, M, M] bool: pairs with at least one endpoint among the min(M, ceil(ln M / eps^2)) sampled nodes."""
+    n_sample = min(M, math.ceil(math.log(M) / epsilon**2)) if M > 1 else M
+    ranks = torch.rand(B, M, generator=generator).argsort(dim=1).argsort(dim=1).to(device)  # (B, M)
+    sampled = ranks < n_sample  # (B, M)
+    return sampled[:, :, None] | sampled[:, None, :]
+
+
+def threshold_components(
+    sim: Tensor, tau: float, allowed: Tensor | None = None, consume: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Connected components of {sim > tau} (and `allowed`) for each graph in sim [B, M, M].
+
+    Returns labels [B, M] (dense per graph) and degree [B, M] (row counts of sim > tau, self included).
+    `consume=True` lets the search overwrite `sim` instead of copying it (one [M, M] pass less).
+    """
+    degree = (sim > tau).sum(dim=-1, dtype=torch.int32)  # (B, M)
+    threshold = torch.nn.functional.threshold_ if consume else torch.nn.functional.threshold
+    table = threshold(sim, tau, _NONE)  # (B, M, M) keeps sim > tau
+    if allowed is not None:
+        table.masked_fill_(~allowed, _NONE)
+    return boruvka(table).labels, degree
+
+
+def spatial_step(
+    x: Tensor, sim: Tensor, tau: float, allowed: Tensor | None = None, consume: bool = False
+) -> Tensor:
+    """x [F, T, D], sim [F, T, T] -> SCC tokens of every frame, concatenated in frame order [M', D]."""
+    F, T, D = x.shape
+    labels, degree = threshold_components(sim, tau, allowed, consume)  # (F, T) each
+    counts = labels.amax(dim=1) + 1  # (F,)
+    offsets = torch.cumsum(counts, dim=0) - counts  # (F,) first global id of each frame's components
+    global_labels = (labels + offsets[:, None]).view(F * T)  # (F*T,)
+    return ordered_means(x.view(F * T, D), global_labels, degree.view(F * T))
+
+
+def scc_tau(x: Tensor, tau: float, epsilon: float | None, seed: int) -> SCCOutput:
+    """Paper mode: spatial SCC per frame, temporal SCC over the results, merge. x [F, T, D] float32."""
+    F, T, D = x.shape
+    generator = torch.Generator().manual_seed(seed)
+    sim = cosine_similarity(x)  # (F, T, T)
+    allowed = _sampled_pairs(F, T, epsilon, generator, x.device) if epsilon else None
+    spatial = spatial_step(x, sim, tau, allowed, consume=True)  # (M', D)
+    sim_t = cosine_similarity(spatial[None])  # (1, M', M')
+    allowed_t = _sampled_pairs(1, spatial.shape[0], epsilon, generator, x.device) if epsilon else None
+    labels, degree = threshold_components(sim_t, tau, allowed_t, consume=True)
+    kept = ordered_means(spatial, labels[0], degree[0])  # (K, D)
+    tokens, assignment = merge_into_kept(x.view(F * T, D), kept)
+    return SCCOutput(tokens, assignment, spatial.shape[0], tau, tau)
+
+
+def _tree_weights(sim: Tensor) -> Tensor:
+    """Single-linkage merge similarities of each graph's maximum spanning tree, strongest first."""
+    return torch.sort(boruvka(sim.clone()).edge_weight, descending=True).values
+
+
+def _tau_keeping(weights: Tensor, num_nodes: int, count: int) -> float:
+    """Largest threshold at which a graph with these spanning-tree weights keeps >= `count` components."""
+    cut = num_nodes - count  # edges that may stay above the threshold
+    return 1.0 if cut < 0 else float(weights[cut]) if cut < weights.numel() else -1.0
+
+
+def cut_tree(sim: Tensor, weights: Tensor, k: int) -> tuple[Tensor, Tensor, float]:
+    """Partition sim [1, M, M] into exactly k single-linkage clusters. Returns labels [M], degree [M], tau.
+
+    The clusters are the components of {sim > tau} with tau the (M - k + 1)-th strongest tree weight; when tree
+    weights tie at tau that leaves more than k components, and the missing merges are taken among edges of
+    similarity exactly tau (strongest-first Boruvka, ties to the lower index).
+    """
+    M = sim.shape[-1]
+    tau = _tau_keeping(weights, M, k)
+    labels, degree = threshold_components(sim, tau)
+    count = int(labels.max()) + 1
+    if count > k:
+        ties = torch.where(sim == tau, sim, torch.full_like(sim, _NONE))  # (1, M, M)
+        groups = boruvka(contract(ties, labels, count), max_merges=count - k).labels  # (1, count)
+        labels = groups.gather(1, labels)
+    return labels[0], degree[0], tau
+
+
+def scc_ratio(x: Tensor, k: int) -> SCCOutput:
+    """Exactly k tokens. x [F, T, D] float32.
+
+    Probe spatial thresholds (chosen on the spatial single-linkage weights so that the spatial count is
+    geometrically between k and N), cut the temporal tree at k, and keep the probe where the spatial and
+    temporal thresholds agree best; each probe costs one temporal similarity pass.
+    """
+    F, T, D = x.shape
+    N = F * T
+    sim = cosine_similarity(x)  # (F, T, T)
+    spatial_weights = _tree_weights(sim)  # (N - F,) over all frames
+    low, high = k, N
+    best = None
+    for _ in range(_SEARCH_PROBES):
+        tau_s = _tau_keeping(spatial_weights, N, round(math.sqrt(low * high)))
+        spatial = spatial_step(x, sim, tau_s)  # (M', D), M' >= k
+        sim_t = cosine_similarity(spatial[None])  # (1, M', M')
+        weights_t = _tree_weights(sim_t)
+        gap = _tau_keeping(weights_t, spatial.shape[0], k) - tau_s
+        if best is None or abs(gap) < abs(best[0]):
+            best = (gap, tau_s, spatial, sim_t, weights_t)
+        if gap > 0:  # temporal threshold above spatial: the spatial step merged too much
+            low = spatial.shape[0]
+        else:
+            high = spatial.shape[0]
+        if abs(gap) < _GAP_DONE or high - low <= 1:
+            break
+    _, tau_s, spatial, sim_t, weights_t = best
+    labels, degree, tau_t = cut_tree(sim_t, weights_t, k)
+    kept = ordered_means(spatial, labels, degree)  # (k, D)
+    tokens, assignment = merge_into_kept(x.view(N, D), kept)
+    return SCCOutput(tokens, assignment, spatial.shape[0], tau_s, tau_t)
