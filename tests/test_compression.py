@@ -1,0 +1,321 @@
+"""SCC and the ablation selectors against a brute-force reference of the paper's method, plus properties.
+
+The reference works in float64 with scipy's connected_components on the explicit thresholded adjacency. Our
+code computes similarities in float32, so a case only counts when no similarity lies within MARGIN of tau
+(those edges could legitimately flip); tokens are compared with ATOL.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.sparse.csgraph import connected_components
+
+from llava.compression import COMPRESSORS, METHODS, CompressionConfig, compress
+from llava.compression import merge as merge_module
+from llava.compression.graph import cosine_similarity
+from llava.compression.scc import _sampled_pairs, ordered_means, threshold_components
+
+MARGIN = 1e-5
+ATOL = 1e-5
+
+
+# ----------------------------------------------------------------------------------------- reference
+def _normalise(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 1e-12)
+
+
+def ref_scc(x: np.ndarray, tau: float) -> tuple[np.ndarray, list[list[int]], float]:
+    """SCC(X, tau) as the paper defines it: components of {cos > tau}, ordered by highest-degree member."""
+    sim = _normalise(x) @ _normalise(x).T
+    adjacency = sim > tau
+    _, labels = connected_components(adjacency, directed=False)
+    degree = adjacency.sum(axis=1)
+    components = [np.flatnonzero(labels == c).tolist() for c in range(labels.max() + 1)]
+    key = [min(members, key=lambda i: (-degree[i], i)) for members in components]
+    components = [components[i] for i in np.argsort(key)]
+    tokens = np.stack([x[members].mean(axis=0) for members in components])
+    return tokens, components, float(np.abs(sim - tau).min())
+
+
+def ref_merge(x: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    assignment = (_normalise(x) @ _normalise(kept).T).argmax(axis=1)
+    out = kept.copy()
+    np.add.at(out, assignment, x)
+    return out / (np.bincount(assignment, minlength=len(kept)) + 1)[:, None]
+
+
+def ref_pipeline(features: np.ndarray, tau: float) -> tuple[np.ndarray, int, float]:
+    """Spatial SCC per frame -> temporal SCC on the concatenation -> merge. Returns tokens, M', min margin."""
+    spatial = [ref_scc(frame, tau) for frame in features]
+    concat = np.concatenate([tokens for tokens, _, _ in spatial])
+    kept, _, margin_t = ref_scc(concat, tau)
+    margin = min([margin_t] + [m for _, _, m in spatial])
+    return ref_merge(features.reshape(-1, features.shape[-1]), kept), len(concat), margin
+
+
+# ----------------------------------------------------------------------------------------- inputs
+def clustered_video(frames: int, tokens: int, dim: int, regions: int, noise: float, seed: int) -> torch.Tensor:
+    """Regions that persist across frames (a region keeps its patch positions and drifts slowly)."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(regions, dim, generator=g)
+    layout = torch.randint(0, regions, (tokens,), generator=g)
+    drift = torch.cumsum(0.05 * torch.randn(frames, regions, dim, generator=g), dim=0)
+    base = centers[None] + drift  # (F, R, D)
+    return base[:, layout] + noise * torch.randn(frames, tokens, dim, generator=g)  # (F, T, D)
+
+
+CASES = [
+    # (frames, tokens, dim, regions, noise, tau)
+    (1, 12, 4, 3, 0.3, 0.8),
+    (3, 16, 8, 4, 0.4, 0.9),
+    (4, 25, 16, 6, 0.5, 0.85),
+    (6, 9, 3, 2, 0.8, 0.5),
+    (5, 36, 32, 8, 0.3, 0.95),
+    (2, 49, 8, 10, 0.6, 0.7),
+    (8, 16, 6, 5, 1.0, 0.3),
+    (3, 20, 5, 20, 2.0, 0.0),
+    (2, 30, 4, 3, 0.5, -0.2),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("seed", range(4))
+def test_scc_matches_brute_force_reference(case: tuple, seed: int) -> None:
+    frames, tokens, dim, regions, noise, tau = case
+    features = clustered_video(frames, tokens, dim, regions, noise, seed)
+    expected, spatial_count, margin = ref_pipeline(features.double().numpy(), tau)
+    if margin < MARGIN:
+        pytest.skip(f"a similarity lies within {margin:.1e} of tau; float32 vs float64 may flip it")
+    result = compress(features, CompressionConfig(tau=tau))
+    assert result.stats.tokens_spatial == spatial_count
+    assert result.tokens.shape == expected.shape
+    np.testing.assert_allclose(result.tokens.double().numpy(), expected, atol=ATOL, rtol=0)
+
+
+def test_reference_cases_are_not_vacuous() -> None:
+    """Most parametrised reference cases must actually run (not skip on margin) and compress something."""
+    ran, compressed = 0, 0
+    for frames, tokens, dim, regions, noise, tau in CASES:
+        for seed in range(4):
+            features = clustered_video(frames, tokens, dim, regions, noise, seed)
+            expected, _, margin = ref_pipeline(features.double().numpy(), tau)
+            ran += margin >= MARGIN
+            compressed += len(expected) < frames * tokens
+    assert ran >= 0.8 * len(CASES) * 4
+    assert compressed >= 0.8 * len(CASES) * 4
+
+
+def test_components_equal_scipy_partition_and_order() -> None:
+    g = torch.Generator().manual_seed(1)
+    for trial in range(30):
+        M = int(torch.randint(2, 80, (1,), generator=g))
+        x = torch.randn(3, M, 4, generator=g)
+        if trial % 3 == 0:  # duplicated tokens: many exactly tied similarities
+            x = x[:, torch.randint(0, max(1, M // 4), (M,), generator=g)]
+        tau = float(torch.rand(1, generator=g)) * 1.6 - 0.6
+        sim = cosine_similarity(x)
+        labels, degree = threshold_components(sim, tau)
+        for b in range(3):
+            adjacency = (sim[b] > tau).numpy()
+            count, ref = connected_components(adjacency, directed=False)
+            ours = labels[b].numpy()
+            assert ours.max() + 1 == count
+            assert ((ref[:, None] == ref[None, :]) == (ours[:, None] == ours[None, :])).all()
+            assert (degree[b].numpy() == adjacency.sum(1)).all()
+
+
+def test_ordered_means_orders_by_highest_degree_member() -> None:
+    x = torch.arange(10.0).view(5, 2)
+    labels = torch.tensor([0, 1, 0, 1, 2])
+    degree = torch.tensor([1, 1, 3, 2, 2])  # comp0's top member is 2, comp1's is 3 (deg 2 > 1), comp2's is 4
+    out = ordered_means(x, labels, degree)
+    expected = torch.stack([x[[0, 2]].mean(0), x[[1, 3]].mean(0), x[4]])
+    torch.testing.assert_close(out, expected)
+    degree = torch.tensor([1, 5, 3, 2, 2])  # comp0 keyed by 2, comp1 by 1 -> comp1 first
+    out = ordered_means(x, labels, degree)
+    torch.testing.assert_close(out, torch.stack([x[[1, 3]].mean(0), x[[0, 2]].mean(0), x[4]]))
+
+
+# ----------------------------------------------------------------------------------------- ratio mode
+@pytest.mark.parametrize("frames,tokens", [(1, 16), (4, 9), (8, 16), (3, 49), (16, 25)])
+@pytest.mark.parametrize("ratio", [1.0, 0.5, 0.35, 0.1, 0.05, 0.01])
+def test_ratio_mode_keeps_exactly_k(frames: int, tokens: int, ratio: float) -> None:
+    features = clustered_video(frames, tokens, 16, 6, 0.5, seed=frames * tokens)
+    result = compress(features, CompressionConfig(retention_ratio=ratio))
+    k = max(1, round(ratio * frames * tokens))
+    assert result.tokens.shape == (k, 16)
+    assert result.stats.tokens_out == k
+    assert k <= result.stats.tokens_spatial <= frames * tokens
+    assert result.assignment.shape == (frames, tokens)
+    assert set(result.assignment.flatten().tolist()) <= set(range(k))
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.2, 0.05])
+def test_ratio_mode_exact_k_with_tied_similarities(ratio: float) -> None:
+    """Static video: identical frames make similarities tie exactly, which a plain threshold cannot split."""
+    frame = clustered_video(1, 25, 8, 4, 0.5, seed=3)
+    features = frame.expand(6, 25, 8).contiguous()
+    result = compress(features, CompressionConfig(retention_ratio=ratio))
+    assert result.tokens.shape[0] == max(1, round(ratio * 150))
+
+
+def test_ratio_mode_thresholds_are_consistent() -> None:
+    """The reported temporal threshold reproduces the kept count: tau mode on the spatial output at tau_t."""
+    features = clustered_video(8, 36, 32, 6, 0.5, seed=5)
+    result = compress(features, CompressionConfig(retention_ratio=0.1))
+    stats = result.stats
+    assert -1.0 <= stats.tau_spatial <= 1.0 and -1.0 <= stats.tau_temporal <= 1.0
+    assert abs(stats.tau_spatial - stats.tau_temporal) < 0.1  # one shared tau, as in the paper
+    spatial = compress(features, CompressionConfig(tau=stats.tau_spatial)).stats.tokens_spatial
+    assert spatial == stats.tokens_spatial
+
+
+# ----------------------------------------------------------------------------------------- properties
+def test_lower_tau_gives_fewer_spatial_tokens() -> None:
+    features = clustered_video(6, 49, 16, 8, 0.6, seed=2)
+    counts = [compress(features, CompressionConfig(tau=t)).stats.tokens_spatial for t in (0.99, 0.95, 0.9, 0.8, 0.6)]
+    assert counts == sorted(counts, reverse=True)
+    assert counts[0] > counts[-1]
+
+
+def test_identical_input_gives_identical_output() -> None:
+    features = clustered_video(8, 36, 32, 6, 0.5, seed=9)
+    for config in (CompressionConfig(tau=0.9), CompressionConfig(retention_ratio=0.1),
+                   CompressionConfig(method="random", retention_ratio=0.2, seed=4)):
+        a, b = compress(features, config), compress(features.clone(), config)
+        assert torch.equal(a.tokens, b.tokens) and torch.equal(a.assignment, b.assignment)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_dtype_preserved_and_similarities_in_float32(dtype: torch.dtype) -> None:
+    features = clustered_video(4, 25, 16, 5, 0.5, seed=1).to(dtype)
+    result = compress(features, CompressionConfig(tau=0.9))
+    assert result.tokens.dtype == dtype and result.tokens.device == features.device
+    reference = compress(features.float(), CompressionConfig(tau=0.9))
+    torch.testing.assert_close(result.tokens, reference.tokens.to(dtype))
+    assert torch.equal(result.assignment, reference.assignment)
+
+
+def test_merge_formula_hand_computed() -> None:
+    x = torch.tensor([[[2.0, 0.0], [1.0, 0.2], [0.0, 1.0], [0.0, 3.0]]])  # (1, 4, 2)
+    result = compress(x, CompressionConfig(method="uniform", retention_ratio=0.5))  # kept: tokens 0 and 3
+    expected = torch.tensor([[(2 + 2 + 1) / 3, 0.2 / 3], [0.0, (3 + 3 + 1) / 3]])
+    torch.testing.assert_close(result.tokens, expected)
+    assert result.assignment.tolist() == [[0, 0, 1, 1]]
+
+
+def test_merge_tiling_does_not_change_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    features = clustered_video(4, 25, 16, 5, 0.5, seed=7)
+    full = compress(features, CompressionConfig(tau=0.8))
+    monkeypatch.setattr(merge_module, "_TILE_ROWS", 7)
+    tiled = compress(features, CompressionConfig(tau=0.8))
+    torch.testing.assert_close(tiled.tokens, full.tokens)
+
+
+def test_approximate_equals_exact_below_sampling_threshold() -> None:
+    features = clustered_video(8, 49, 16, 6, 0.5, seed=4)  # 392 tokens < 3233 = sampling threshold at eps 0.05
+    exact = compress(features, CompressionConfig(tau=0.85))
+    approx = compress(features, CompressionConfig(tau=0.85, epsilon=0.05, seed=123))
+    assert torch.equal(exact.tokens, approx.tokens)
+
+
+def test_approximate_components_match_reference_on_the_same_sample() -> None:
+    """With sampling active, components are those of the graph of edges touching a sampled node, every token in
+    exactly one of them (the authors' union-find read-out can drop tokens; ours must not)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 300, 4, generator=g)
+    sim = cosine_similarity(x)
+    allowed = _sampled_pairs(2, 300, 0.2, torch.Generator().manual_seed(1), x.device)  # 143 of 300 sampled
+    sampled_share = allowed.diagonal(dim1=1, dim2=2).float().mean()  # (i, i) is allowed iff i is sampled
+    assert sampled_share == pytest.approx(143 / 300)
+    labels, _ = threshold_components(sim, 0.95, allowed)
+    exact, _ = threshold_components(sim, 0.95)
+    for b in range(2):
+        adjacency = ((sim[b] > 0.95) & allowed[b]).numpy()
+        count, ref = connected_components(adjacency, directed=False)
+        ours = labels[b].numpy()
+        assert ours.max() + 1 == count and np.bincount(ours).sum() == 300
+        assert ((ref[:, None] == ref[None, :]) == (ours[:, None] == ours[None, :])).all()
+        assert count > int(exact[b].max()) + 1  # fewer edges than exact: more components here
+    config = CompressionConfig(tau=0.95, epsilon=0.2, seed=5)
+    assert torch.equal(compress(x, config).tokens, compress(x.clone(), config).tokens)
+
+
+def test_zero_vectors_are_singletons() -> None:
+    features = clustered_video(2, 16, 8, 3, 0.3, seed=0)
+    features[0, 5] = 0.0
+    expected, spatial_count, _ = ref_pipeline(features.double().numpy(), 0.5)
+    result = compress(features, CompressionConfig(tau=0.5))
+    assert result.stats.tokens_spatial == spatial_count
+    np.testing.assert_allclose(result.tokens.double().numpy(), expected, atol=ATOL, rtol=0)
+    assert torch.isfinite(result.tokens).all()
+
+
+def test_none_passes_features_through() -> None:
+    features = clustered_video(3, 16, 8, 3, 0.3, seed=0)
+    result = compress(features, CompressionConfig(method="none"))
+    assert torch.equal(result.tokens, features.reshape(48, 8))
+
+
+@pytest.mark.parametrize("method", ["random", "uniform", "l2norm"])
+@pytest.mark.parametrize("ratio", [0.05, 0.35, 1.0])
+def test_selectors_keep_exactly_k(method: str, ratio: float) -> None:
+    features = clustered_video(4, 25, 8, 5, 0.5, seed=0)
+    result = compress(features, CompressionConfig(method=method, retention_ratio=ratio))
+    assert result.tokens.shape == (max(1, round(ratio * 100)), 8)
+
+
+def test_l2norm_selector_keeps_largest_norms() -> None:
+    features = torch.ones(1, 6, 2)
+    features[0, 4] *= 5
+    features[0, 1] *= 3
+    result = compress(features, CompressionConfig(method="l2norm", retention_ratio=2 / 6))
+    norms = result.tokens.norm(dim=-1)
+    assert norms[0] > math.sqrt(2) * 2 and norms[1] > math.sqrt(2) * 3  # tokens 1 and 4, in sequence order
+
+
+def test_registry_covers_every_method() -> None:
+    assert tuple(COMPRESSORS) == METHODS
+
+
+# ----------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "features,message",
+    [
+        (torch.zeros(4, 8), "shape"),
+        (torch.zeros(0, 4, 8), "non-empty"),
+        (torch.zeros(2, 0, 8), "non-empty"),
+        (torch.zeros(2, 4, 8, dtype=torch.long), "floating-point"),
+        (torch.full((2, 4, 8), float("nan")), "NaN"),
+        (torch.full((2, 4, 8), float("inf")), "NaN or inf"),
+    ],
+)
+def test_bad_features_raise(features: torch.Tensor, message: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=message):
+        compress(features, CompressionConfig(tau=0.9))
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"tau": 1.5}, "tau must be in"),
+        ({"tau": float("nan")}, "tau must be in"),
+        ({"retention_ratio": 0.0}, "retention_ratio must be in"),
+        ({"retention_ratio": 1.2}, "retention_ratio must be in"),
+        ({}, "exactly one of tau"),
+        ({"tau": 0.9, "retention_ratio": 0.1}, "exactly one of tau"),
+        ({"method": "bogus"}, "must be one of"),
+        ({"method": "random", "tau": 0.9}, "fixed-budget"),
+        ({"method": "none", "retention_ratio": 0.5}, "keeps every token"),
+        ({"retention_ratio": 0.1, "epsilon": 0.05}, "tau mode only"),
+        ({"tau": 0.9, "epsilon": 0.0}, "epsilon must be in"),
+        ({"tau": "0.9"}, "must be a number"),
+    ],
+)
+def test_bad_config_raises(kwargs: dict, message: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=message):
+        CompressionConfig(**kwargs)
