@@ -75,24 +75,31 @@ class Forest:
 def boruvka(table: Tensor, max_merges: int | None = None) -> Forest:
     """Maximum spanning forest of each graph in `table` [B, M, M] (similarities; -inf = no edge).
 
-    The table is overwritten. With `max_merges` (B == 1 only), at most that many edges are taken, strongest
-    first; any subset of one round's edges is a forest, so each taken edge removes exactly one component.
+    The table is overwritten. Components left without an outgoing edge are final: they get their label and
+    leave the table, so sparse graphs (high tau: mostly singletons) contract to almost nothing after one round.
+    With `max_merges` (B == 1 only), at most that many edges are taken, strongest first; any subset of one
+    round's edges is a forest, so each taken edge removes exactly one component.
     """
     B, M, _ = table.shape
     device = table.device
     table.diagonal(dim1=1, dim2=2).fill_(_NONE)
-    comp = torch.arange(M, device=device).expand(B, M).contiguous()  # (B, M) node -> component slot
-    valid = torch.ones(B, M, dtype=torch.bool, device=device)  # (B, C) slot holds a component
+    comp = torch.arange(M, device=device).expand(B, M).contiguous()  # (B, M) node -> slot; C = retired
+    labels = torch.full((B, M), -1, dtype=torch.long, device=device)  # (B, M) final label, -1 = not yet
+    counts = torch.zeros(B, dtype=torch.long, device=device)  # (B,) labels handed out per graph
+    valid = torch.ones(B, M, dtype=torch.bool, device=device)  # (B, C) slot holds a live component
     taken_batch, taken_weight = [], []
     budget = max_merges
-    while budget is None or budget > 0:
+    while True:
         weight, target = table.max(dim=-1)  # (B, C) strongest edge leaving each component, ties -> lowest slot
+        live = weight > _NONE
+        out_of_budget = budget is not None and budget <= 0
+        _retire(valid & ~live if not out_of_budget else valid, comp, labels, counts)
+        valid = valid & live
+        if out_of_budget or not bool(valid.any()):
+            break
         slots = torch.arange(weight.shape[1], device=device)
         mutual = target.gather(1, target) == slots  # both ends chose the same edge: keep it once
-        keep = (weight > _NONE) & ~(mutual & (slots > target))
-        if not bool(keep.any()):
-            break
-        batch, src = keep.nonzero(as_tuple=True)  # (E,) each, ordered by (graph, slot)
+        batch, src = (valid & ~(mutual & (slots > target))).nonzero(as_tuple=True)  # (E,) by (graph, slot)
         dst, w = target[batch, src], weight[batch, src]
         if budget is not None:
             batch, src, dst, w = _strongest(budget, batch, src, dst, w)
@@ -101,16 +108,29 @@ def boruvka(table: Tensor, max_merges: int | None = None) -> Forest:
         taken_weight.append(w)
         C = weight.shape[1]
         merged = union_labels(B * C, batch * C + src, batch * C + dst).view(B, C)
-        slot, valid = _relabel(merged, valid)
-        comp = slot.gather(1, comp)
-        table = contract(table, slot, valid.shape[1])
+        slot, valid = _relabel(merged, valid)  # (B, C) new slot of each old slot, retired -> C'
+        new_c = valid.shape[1]
+        comp = torch.cat([slot, slot.new_full((B, 1), new_c)], dim=1).gather(1, comp)
+        table = contract(table, slot, new_c)
     empty = torch.zeros(0, device=device)
     return Forest(
-        labels=comp,
-        counts=valid.sum(dim=1),
+        labels=labels,
+        counts=counts,
         edge_batch=torch.cat(taken_batch) if taken_batch else empty.long(),
         edge_weight=torch.cat(taken_weight) if taken_weight else empty,
     )
+
+
+def _retire(done: Tensor, comp: Tensor, labels: Tensor, counts: Tensor) -> None:
+    """Give the components in slots `done` [B, C] their final labels (in place on labels [B, M], counts [B])."""
+    if not bool(done.any()):
+        return
+    B, C = done.shape
+    label_of_slot = torch.where(done, counts[:, None] + done.cumsum(dim=1) - 1, -1)  # (B, C)
+    label_of_slot = torch.cat([label_of_slot, label_of_slot.new_full((B, 1), -1)], dim=1)  # retired slot C
+    new = label_of_slot.gather(1, comp)  # (B, M)
+    labels.copy_(torch.where(new >= 0, new, labels))
+    counts.add_(done.sum(dim=1))
 
 
 def _strongest(k: int, *edges: Tensor) -> tuple[Tensor, ...]:

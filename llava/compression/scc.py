@@ -28,7 +28,8 @@ from .merge import merge_into_kept, segment_sum
 
 _NONE = float("-inf")
 _SEARCH_PROBES = 3  # temporal passes the ratio mode may spend finding a common threshold
-_GAP_DONE = 1e-3  # spatial and temporal thresholds this close count as "the same tau"
+_GAP_DONE = 5e-3  # spatial and temporal thresholds this close count as "the same tau"
+_SEARCH_WINDOW = 0.1  # a probe's temporal tree is only built above tau_spatial - this
 
 
 @dataclass
@@ -112,15 +113,25 @@ def scc_tau(x: Tensor, tau: float, epsilon: float | None, seed: int) -> SCCOutpu
     return SCCOutput(tokens, assignment, spatial.shape[0], tau, tau)
 
 
-def _tree_weights(sim: Tensor) -> Tensor:
-    """Single-linkage merge similarities of each graph's maximum spanning tree, strongest first."""
-    return torch.sort(boruvka(sim.clone()).edge_weight, descending=True).values
+def _tree_weights(sim: Tensor, floor: float | None = None) -> Tensor:
+    """Single-linkage merge similarities (maximum spanning tree weights) of the graphs in sim, strongest first.
+
+    With `floor`, only the tree weights above it are found (the spanning forest of {sim > floor} holds exactly
+    those), which is much cheaper when the weights below the floor are not needed.
+    """
+    table = sim.clone() if floor is None else torch.nn.functional.threshold(sim, floor, _NONE)
+    return torch.sort(boruvka(table).edge_weight, descending=True).values
 
 
-def _tau_keeping(weights: Tensor, num_nodes: int, count: int) -> float:
-    """Largest threshold at which a graph with these spanning-tree weights keeps >= `count` components."""
-    cut = num_nodes - count  # edges that may stay above the threshold
-    return 1.0 if cut < 0 else float(weights[cut]) if cut < weights.numel() else -1.0
+def _tau_keeping(weights: Tensor, num_nodes: int, count: int, floored: bool = False) -> float | None:
+    """Largest threshold at which graphs with these tree weights keep >= `count` components in total; None when
+    the answer lies below the weights of a floored tree."""
+    cut = num_nodes - count  # tree edges that may stay above the threshold
+    if cut < 0:
+        return 1.0
+    if cut < weights.numel():
+        return float(weights[cut])
+    return None if floored else -1.0
 
 
 def cut_tree(sim: Tensor, weights: Tensor, k: int) -> tuple[Tensor, Tensor, float]:
@@ -131,7 +142,9 @@ def cut_tree(sim: Tensor, weights: Tensor, k: int) -> tuple[Tensor, Tensor, floa
     similarity exactly tau (strongest-first Boruvka, ties to the lower index).
     """
     M = sim.shape[-1]
-    tau = _tau_keeping(weights, M, k)
+    tau = _tau_keeping(weights, M, k, floored=True)
+    if tau is None:  # the cut lies below the floored tree: find the whole tree
+        tau = _tau_keeping(_tree_weights(sim), M, k)
     labels, degree = threshold_components(sim, tau)
     count = int(labels.max()) + 1
     if count > k:
@@ -145,8 +158,8 @@ def scc_ratio(x: Tensor, k: int) -> SCCOutput:
     """Exactly k tokens. x [F, T, D] float32.
 
     Probe spatial thresholds (chosen on the spatial single-linkage weights so that the spatial count is
-    geometrically between k and N), cut the temporal tree at k, and keep the probe where the spatial and
-    temporal thresholds agree best; each probe costs one temporal similarity pass.
+    geometrically between k and N), find the temporal threshold that leaves k parts, and keep the probe where
+    the two thresholds agree best; each probe costs one temporal similarity pass. Then cut at exactly k.
     """
     F, T, D = x.shape
     N = F * T
@@ -158,8 +171,10 @@ def scc_ratio(x: Tensor, k: int) -> SCCOutput:
         tau_s = _tau_keeping(spatial_weights, N, round(math.sqrt(low * high)))
         spatial = spatial_step(x, sim, tau_s)  # (M', D), M' >= k
         sim_t = cosine_similarity(spatial[None])  # (1, M', M')
-        weights_t = _tree_weights(sim_t)
-        gap = _tau_keeping(weights_t, spatial.shape[0], k) - tau_s
+        floor = tau_s - _SEARCH_WINDOW
+        weights_t = _tree_weights(sim_t, floor)
+        tau_t = _tau_keeping(weights_t, spatial.shape[0], k, floored=True)
+        gap = (floor if tau_t is None else tau_t) - tau_s
         if best is None or abs(gap) < abs(best[0]):
             best = (gap, tau_s, spatial, sim_t, weights_t)
         if gap > 0:  # temporal threshold above spatial: the spatial step merged too much

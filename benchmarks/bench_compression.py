@@ -1,0 +1,135 @@
+"""Compression speed at the paper's shapes (32 frames x 196 tokens, D = 896 / 3584), side by side in one run.
+
+Columns per case:
+- ours: median wall time of `llava.compression.compress`.
+- floor: the similarity matmuls alone for the same token counts (spatial [F, T, T], temporal [M', M'], merge
+  [N, K]): what any implementation of SCC pays.
+- naive: a straightforward implementation of the paper's algorithm (Appendix C): torch similarities, then the
+  thresholded adjacency moved to the CPU and a Python union-find (path halving, union by rank) over every node
+  and its neighbours, components sorted by highest-degree member, the same merge step. tau mode only.
+- ratio rows also show ours in tau mode at the spatial tau the ratio search settled on (the same work without
+  the search), to price the exact budget.
+
+Run: python benchmarks/bench_compression.py [--repeats 5] [--dims 896 3584]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synthetic import region_video  # noqa: E402
+
+from llava.compression import CompressionConfig, compress  # noqa: E402
+
+
+def median_ms(repeats: int, fn, *args) -> float:
+    fn(*args)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(*args)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+# ------------------------------------------------------------------ the straightforward implementation
+class UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+        self.rank = [0] * n
+
+    def find(self, x: int) -> int:
+        parent = self.parent
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if self.rank[ra] < self.rank[rb]:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.rank[ra] += self.rank[ra] == self.rank[rb]
+
+
+def naive_scc(x: torch.Tensor, tau: float) -> torch.Tensor:
+    xn = F.normalize(x, dim=-1)
+    adjacency = ((xn @ xn.T) > tau).cpu().numpy()
+    n = adjacency.shape[0]
+    uf = UnionFind(n)
+    for i in range(n):
+        for j in np.flatnonzero(adjacency[i]):
+            uf.union(i, int(j))
+    roots = np.array([uf.find(i) for i in range(n)])
+    degree = adjacency.sum(axis=1)
+    groups = [np.flatnonzero(roots == r) for r in np.unique(roots)]
+    groups.sort(key=lambda members: min(members, key=lambda i: (-degree[i], i)))
+    return torch.stack([x[torch.from_numpy(members)].mean(dim=0) for members in groups])
+
+
+def naive_compress(features: torch.Tensor, tau: float) -> torch.Tensor:
+    frames, tokens, dim = features.shape
+    spatial = torch.cat([naive_scc(frame, tau) for frame in features])
+    kept = naive_scc(spatial, tau)
+    flat = features.reshape(-1, dim)
+    assignment = (F.normalize(flat, dim=-1) @ F.normalize(kept, dim=-1).T).argmax(dim=1)
+    sums = kept.clone().index_add_(0, assignment, flat)
+    return sums / (torch.bincount(assignment, minlength=len(kept)) + 1)[:, None]
+
+
+# ------------------------------------------------------------------ the floor
+def similarity_floor(features: torch.Tensor, spatial_count: int, kept_count: int) -> None:
+    frames, tokens, dim = features.shape
+    xn = F.normalize(features, dim=-1)
+    xn @ xn.transpose(1, 2)  # spatial
+    temporal = F.normalize(features.reshape(-1, dim)[:spatial_count], dim=-1)
+    temporal @ temporal.T
+    kept = temporal[:kept_count]
+    xn.reshape(-1, dim) @ kept.T  # merge
+
+
+def run(dims: list[int], repeats: int) -> None:
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {repeats}")
+    header = ("| D | mode | tokens out (%) | ours ms | floor ms | ours/floor | naive ms | naive/ours | tau-mode ms "
+              "| ratio/tau |")
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for dim in dims:
+        features = region_video(dim=dim)
+        n = features.shape[0] * features.shape[1]
+        for tau in (0.8, 0.9, 0.95):
+            config = CompressionConfig(tau=tau)
+            stats = compress(features, config).stats
+            ours = median_ms(repeats, compress, features, config)
+            floor = median_ms(repeats, similarity_floor, features, stats.tokens_spatial, stats.tokens_out)
+            naive = median_ms(max(1, repeats // 3), naive_compress, features, tau)
+            print(f"| {dim} | tau {tau} | {stats.tokens_out} ({100 * stats.tokens_out / n:.1f}) | {ours:.0f} | "
+                  f"{floor:.0f} | {ours / floor:.2f} | {naive:.0f} | {naive / ours:.1f} | - | - |")
+        for ratio in (0.35, 0.10, 0.05):
+            config = CompressionConfig(retention_ratio=ratio)
+            stats = compress(features, config).stats
+            ours = median_ms(repeats, compress, features, config)
+            floor = median_ms(repeats, similarity_floor, features, stats.tokens_spatial, stats.tokens_out)
+            tau_ms = median_ms(repeats, compress, features, CompressionConfig(tau=stats.tau_spatial))
+            print(f"| {dim} | r {ratio} (tau {stats.tau_spatial:.3f}/{stats.tau_temporal:.3f}) | "
+                  f"{stats.tokens_out} ({100 * stats.tokens_out / n:.1f}) | {ours:.0f} | {floor:.0f} | "
+                  f"{ours / floor:.2f} | - | - | {tau_ms:.0f} | {ours / tau_ms:.2f} |")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dims", type=int, nargs="+", default=[896, 3584])
+    args = parser.parse_args()
+    run(args.dims, args.repeats)
