@@ -1,0 +1,148 @@
+"""The run config: one YAML file = one reproducible run (model, video, compression, generation).
+
+YAML only feeds typed dataclasses, so an unknown key or a bad value fails loudly with the field's name and the
+allowed values; each default lives in exactly one place (the dataclass field). Command-line flags override
+fields by dotted name (`compression.retention_ratio=0.05`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from llava.compression import CompressionConfig
+
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+Attention = Literal["auto", "sdpa", "eager", "flash_attention_2"]
+Newline = Literal["auto", "always", "never"]
+Backend = Literal["auto", "decord", "pyav"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """path: local directory or hub id. dtype auto = bf16 on CUDA, fp32 on CPU. device auto = CUDA if present.
+    newline: auto = the checkpoint's newline when not compressing, none when compressing (as the paper)."""
+
+    path: str = "lmms-lab/llava-onevision-qwen2-0.5b-ov"
+    dtype: Dtype = "auto"
+    device: str = "auto"
+    attn_implementation: Attention = "auto"
+    newline: Newline = "auto"
+
+    def __post_init__(self) -> None:
+        _check_literals(self, "model")
+        if not self.path:
+            raise ValueError("model.path must name a checkpoint directory or hub id")
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """frames: uniformly sampled frames per video (32 as in lmms-eval and the paper's 32 x 196 tokens)."""
+
+    frames: int = 32
+    backend: Backend = "auto"
+
+    def __post_init__(self) -> None:
+        _check_literals(self, "video")
+        if isinstance(self.frames, bool) or not isinstance(self.frames, int) or not 1 <= self.frames <= 1024:
+            raise ValueError(f"video.frames must be an int in [1, 1024], got {self.frames!r}")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """temperature 0 = greedy decoding (what benchmarks use)."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"generation.max_new_tokens must be an int >= 1, got {self.max_new_tokens!r}")
+        if not isinstance(self.temperature, (int, float)) or not 0.0 <= self.temperature <= 10.0:
+            raise ValueError(f"generation.temperature must be in [0, 10], got {self.temperature!r}")
+        if not isinstance(self.top_p, (int, float)) or not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"generation.top_p must be in (0, 1], got {self.top_p!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """compression None = follow the checkpoint's own keys (mm_use_zip / mm_zip_tau / mm_zip_epsilon)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    compression: CompressionConfig | None = None
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+
+_SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "video": VideoConfig,
+    "compression": CompressionConfig,
+    "generation": GenerationConfig,
+}
+
+
+def _check_literals(obj: Any, section: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        allowed = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is Literal else None
+        if allowed and getattr(obj, f.name) not in allowed:
+            raise ValueError(f"{section}.{f.name} must be one of {list(allowed)}, got {getattr(obj, f.name)!r}")
+
+
+def _build(section: str, values: Any) -> Any:
+    cls = _SECTIONS[section]
+    if not isinstance(values, dict):
+        raise ValueError(f"config section '{section}' must be a mapping, got {values!r}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in config section '{section}'; allowed: {sorted(known)}")
+    return cls(**values)
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Validate a nested mapping (as read from YAML) into a RunConfig."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a run config must be a mapping of sections {sorted(_SECTIONS)}, got {data!r}")
+    unknown = sorted(set(data) - set(_SECTIONS))
+    if unknown:
+        raise ValueError(f"unknown config section(s) {unknown}; allowed: {sorted(_SECTIONS)}")
+    sections = {name: _build(name, values) for name, values in data.items() if values is not None}
+    return RunConfig(**sections)
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML run config (None = all defaults) and apply dotted overrides such as
+    {"compression.retention_ratio": 0.05}. Setting tau clears retention_ratio and vice versa, so a flag
+    switches the budget mode instead of failing on both being set."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"run config {path} does not exist; see configs/ for the shipped ones")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"run config {path} must hold a mapping of sections, got {type(data).__name__}")
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if section not in _SECTIONS or not key:
+            raise ValueError(f"override {dotted!r} must look like 'section.key' with section in {sorted(_SECTIONS)}")
+        target = data.setdefault(section, {}) or {}
+        data[section] = target
+        if section == "compression" and key in ("tau", "retention_ratio"):
+            target.pop("retention_ratio" if key == "tau" else "tau", None)
+            if target.get("method", "none") == "none":  # a budget flag on an uncompressed config means SCC
+                target["method"] = "scc"
+        target[key] = value
+    return config_from_dict(data)
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    """The run config as plain data (for reports and results files)."""
+    return dataclasses.asdict(config)
