@@ -97,6 +97,8 @@ def boruvka(table: Tensor, max_merges: int | None = None) -> Forest:
         valid = valid & live
         if out_of_budget or not bool(valid.any()):
             break
+        if B == 1 and 2 * int(valid.sum()) < valid.shape[1]:  # mostly finished: shrink the table first
+            table, comp, valid, weight, target = _compact(table, comp, valid, weight, target)
         slots = torch.arange(weight.shape[1], device=device)
         mutual = target.gather(1, target) == slots  # both ends chose the same edge: keep it once
         batch, src = (valid & ~(mutual & (slots > target))).nonzero(as_tuple=True)  # (E,) by (graph, slot)
@@ -119,6 +121,19 @@ def boruvka(table: Tensor, max_merges: int | None = None) -> Forest:
         edge_batch=torch.cat(taken_batch) if taken_batch else empty.long(),
         edge_weight=torch.cat(taken_weight) if taken_weight else empty,
     )
+
+
+def _compact(
+    table: Tensor, comp: Tensor, valid: Tensor, weight: Tensor, target: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Keep only the live slots of a single graph's table: [1, C, C] -> [1, L, L] and remap slot ids."""
+    C = table.shape[-1]
+    keep = valid[0].nonzero()[:, 0]  # (L,) live slots; an edge's both ends are live
+    L = keep.numel()
+    remap = torch.full((C + 1,), L, dtype=torch.long, device=table.device)  # finished slots -> retired (L)
+    remap[keep] = torch.arange(L, device=table.device)
+    table = table[:, keep][:, :, keep]  # (1, L, L)
+    return table, remap[comp], valid[:, keep], weight[:, keep], remap[target[:, keep]]
 
 
 def _retire(done: Tensor, comp: Tensor, labels: Tensor, counts: Tensor) -> None:

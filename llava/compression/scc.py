@@ -75,15 +75,32 @@ def threshold_components(
 ) -> tuple[Tensor, Tensor]:
     """Connected components of {sim > tau} (and `allowed`) for each graph in sim [B, M, M].
 
-    Returns labels [B, M] (dense per graph) and degree [B, M] (row counts of sim > tau, self included).
-    `consume=True` lets the search overwrite `sim` instead of copying it (one [M, M] pass less).
+    Returns labels [B, M] (dense per graph) and degree [B, M]: row counts of sim > tau, self included, for
+    every token in a component of two or more (a singleton's degree never matters, so it is left at its self
+    count). `consume=True` lets the caller's `sim` be overwritten instead of copied (one [M, M] pass less).
     """
-    degree = (sim > tau).sum(dim=-1, dtype=torch.int32)  # (B, M)
+    selfloop = (sim.diagonal(dim1=1, dim2=2) > tau).int()  # (B, M)
+    full_degree = (sim > tau).sum(dim=-1, dtype=torch.int32) if allowed is not None else None
     threshold = torch.nn.functional.threshold_ if consume else torch.nn.functional.threshold
     table = threshold(sim, tau, _NONE)  # (B, M, M) keeps sim > tau
     if allowed is not None:
         table.masked_fill_(~allowed, _NONE)
-    return boruvka(table).labels, degree
+    labels = boruvka(table).labels  # leaves table's off-diagonal entries as they were
+    if full_degree is not None:  # the paper's approximate mode still orders by degree in the full graph
+        return labels, full_degree
+    return labels, _degrees(table, labels, selfloop)
+
+
+def _degrees(table: Tensor, labels: Tensor, selfloop: Tensor) -> Tensor:
+    """Degree of every token in a multi-token component, from the thresholded table (diagonal = no edge)."""
+    B, M, _ = table.shape
+    if B > 1:  # small per-frame tables: one pass over all rows is cheapest
+        return (table > _NONE).sum(dim=-1, dtype=torch.int32) + selfloop
+    sizes = torch.bincount(labels[0])  # (C,)
+    rows = (sizes[labels[0]] > 1).nonzero()[:, 0]  # (L,) tokens that share a component
+    degree = selfloop.clone()
+    degree[0, rows] += (table[0, rows] > _NONE).sum(dim=-1, dtype=torch.int32)
+    return degree
 
 
 def spatial_step(
@@ -120,7 +137,7 @@ def _tree_weights(sim: Tensor, floor: float | None = None) -> Tensor:
     those), which is much cheaper when the weights below the floor are not needed.
     """
     table = sim.clone() if floor is None else torch.nn.functional.threshold(sim, floor, _NONE)
-    return torch.sort(boruvka(table).edge_weight, descending=True).values
+    return torch.sort(boruvka(table.detach()).edge_weight, descending=True).values
 
 
 def _tau_keeping(weights: Tensor, num_nodes: int, count: int, floored: bool = False) -> float | None:
