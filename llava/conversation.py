@@ -1,0 +1,59 @@
+"""Chat templates with LLaVA-NeXT's names and exact strings (`conv_templates["qwen_2"]` etc.).
+
+Only the ChatML style is needed by the Qwen-based OneVision / LLaVA-Scissor checkpoints. The prompt must match the
+one the checkpoints were trained and evaluated with character for character, so `get_prompt` is tested verbatim.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from enum import Enum, auto
+
+
+class SeparatorStyle(Enum):
+    """Kept as an enum for drop-in compatibility; only CHATML is implemented."""
+
+    CHATML = auto()
+
+
+@dataclass
+class Conversation:
+    """A system prompt plus alternating (role, message) turns; `None` as message opens a turn for generation."""
+
+    system: str
+    roles: tuple[str, str]
+    messages: list[list[str | None]] = field(default_factory=list)
+    sep_style: SeparatorStyle = SeparatorStyle.CHATML
+    sep: str = "<|im_end|>"
+    version: str = "qwen"
+
+    def append_message(self, role: str, message: str | None) -> None:
+        self.messages.append([role, message])
+
+    def get_prompt(self) -> str:
+        """ChatML: `system<sep>\\n`, then `role\\nmessage<sep>\\n` per turn, `role\\n` for an open turn."""
+        parts = [self.system + self.sep + "\n"]
+        for role, message in self.messages:
+            parts.append(role + "\n" if message is None else role + "\n" + message + self.sep + "\n")
+        return "".join(parts)
+
+    def copy(self) -> Conversation:
+        return copy.deepcopy(self)
+
+
+conv_qwen = Conversation(
+    system="<|im_start|>system\nYou are a helpful assistant.",
+    roles=("<|im_start|>user", "<|im_start|>assistant"),
+)
+conv_qwen_2_5 = Conversation(
+    system="<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+    roles=("<|im_start|>user", "<|im_start|>assistant"),
+)
+
+default_conversation = conv_qwen
+conv_templates: dict[str, Conversation] = {
+    "qwen": conv_qwen,
+    "qwen_1_5": conv_qwen,
+    "qwen_2": conv_qwen,
+    "qwen_2_5": conv_qwen_2_5,
+}

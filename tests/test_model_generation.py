@@ -1,0 +1,148 @@
+"""The LLM receives exactly the compressor's tokens; generation (greedy, sampling, cache, stop, batches)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llava.compression import CompressionConfig, compress
+from llava.constants import IMAGE_TOKEN_INDEX
+from llava.mm_utils import tokenizer_image_token
+from llava.model.modeling import pool_frames
+
+SCC_QUARTER = CompressionConfig(method="scc", retention_ratio=0.25)
+
+
+@pytest.fixture
+def inputs(tiny_model_bundle, frames_factory, prompt_factory):
+    """Three (prompt ids, pixels) pairs with different prompt lengths and frame counts."""
+    tokenizer, _, processor, _ = tiny_model_bundle
+    questions = ["What happens in this video clip, step by step?", "Why?", "Who is there?"]
+    ids = [tokenizer_image_token(prompt_factory(q), tokenizer, return_tensors="pt") for q in questions]
+    pixels = [processor.preprocess(frames_factory(n, seed=n))["pixel_values"] for n in (2, 3, 1)]
+    return ids, pixels
+
+
+def _capture_llm_inputs(model) -> tuple[dict, torch.utils.hooks.RemovableHandle]:
+    seen: dict = {}
+
+    def hook(module, args, kwargs):
+        seen.setdefault("inputs_embeds", kwargs["inputs_embeds"].detach().clone())
+
+    return seen, model.language_model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def test_llm_receives_exactly_the_compressed_tokens(tiny_model, inputs) -> None:
+    ids, pixels = inputs[0][0], inputs[1][1]
+    tiny_model.compression = SCC_QUARTER
+    with torch.no_grad():
+        expected = compress(pool_frames(tiny_model.encode_frames(pixels), "bilinear"), SCC_QUARTER).tokens  # (K, D)
+        seen, handle = _capture_llm_inputs(tiny_model)
+        tiny_model(ids, images=[pixels], modalities=["video"])
+        handle.remove()
+    assert expected.shape[0] == round(0.25 * 3 * 16)
+    embeds = seen["inputs_embeds"][0]  # (L', D)
+    start = int((ids == IMAGE_TOKEN_INDEX).nonzero())
+    assert embeds.shape[0] == ids.numel() - 1 + expected.shape[0]  # no newline when compressing (auto)
+    torch.testing.assert_close(embeds[start:start + expected.shape[0]], expected, rtol=0, atol=0)
+    text = tiny_model.language_model.get_input_embeddings()(ids[start + 1:])
+    torch.testing.assert_close(embeds[start + expected.shape[0]:], text, rtol=0, atol=0)
+    assert tiny_model.last_compression[0].tokens_out == expected.shape[0]
+
+
+def test_newline_can_be_forced_after_compressed_tokens(tiny_model, inputs) -> None:
+    ids, pixels = inputs[0][0], inputs[1][0]
+    tiny_model.compression, tiny_model.newline = SCC_QUARTER, "one_token"
+    with torch.no_grad():
+        packed = tiny_model.prepare_inputs(ids, [pixels], ["video"])
+    k = round(0.25 * 2 * 16)
+    newline_at = int((ids == IMAGE_TOKEN_INDEX).nonzero()) + k
+    assert packed.inputs_embeds.shape[1] == ids.numel() - 1 + k + 1
+    torch.testing.assert_close(packed.inputs_embeds[0, newline_at], tiny_model.image_newline.detach())
+
+
+@pytest.mark.parametrize("compression", [CompressionConfig(method="none"), SCC_QUARTER])
+def test_batched_generation_equals_one_by_one(tiny_model, inputs, compression) -> None:
+    ids, pixels = inputs
+    tiny_model.compression = compression
+    single = [tiny_model.generate(i, images=[p], modalities=["video"], do_sample=False, max_new_tokens=6,
+                                  eos_token_id=None)[0] for i, p in zip(ids, pixels, strict=True)]
+    batch = tiny_model.generate(ids, images=pixels, modalities=["video"] * 3, do_sample=False, max_new_tokens=6,
+                                eos_token_id=None)
+    assert batch.shape == (3, 6)
+    for row, alone in zip(batch, single, strict=True):
+        assert torch.equal(row, alone)
+    assert not torch.equal(single[0], single[1])  # outputs depend on the input, so the check above can fail
+
+
+def test_batched_forward_left_pads_and_matches_single(tiny_model, inputs) -> None:
+    ids, pixels = inputs
+    with torch.no_grad():
+        batch = tiny_model(ids[:2], images=pixels[:2], modalities=["video"] * 2).logits
+        single = tiny_model(ids[1], images=[pixels[1]], modalities=["video"]).logits[0]
+    real = single.shape[0]
+    torch.testing.assert_close(batch[1, -real:], single, rtol=1e-4, atol=1e-4)
+
+
+def test_padded_tensor_input_with_attention_mask(tiny_model, inputs) -> None:
+    ids, pixels = inputs
+    padded = torch.zeros(2, max(ids[0].numel(), ids[1].numel()), dtype=torch.long)
+    mask = torch.zeros_like(padded)
+    for row, seq in enumerate(ids[:2]):
+        padded[row, : seq.numel()], mask[row, : seq.numel()] = seq, 1  # right padding, as a tokenizer may do
+    from_tensor = tiny_model.generate(padded, images=pixels[:2], attention_mask=mask, max_new_tokens=4)
+    from_list = tiny_model.generate(ids[:2], images=pixels[:2], max_new_tokens=4)
+    assert torch.equal(from_tensor, from_list)
+
+
+def test_kv_cache_does_not_change_greedy_output(tiny_model, inputs) -> None:
+    ids, pixels = inputs[0][0], inputs[1][0]
+    kwargs = dict(images=[pixels], modalities=["video"], do_sample=False, max_new_tokens=5, eos_token_id=None)
+    assert torch.equal(tiny_model.generate(ids, use_cache=True, **kwargs),
+                       tiny_model.generate(ids, use_cache=False, **kwargs))
+
+
+def test_sampling_is_seeded_and_differs_from_greedy(tiny_model, inputs) -> None:
+    ids, pixels = inputs[0][0], inputs[1][0]
+    kwargs = dict(images=[pixels], modalities=["video"], max_new_tokens=8, eos_token_id=None)
+    torch.manual_seed(0)
+    first = tiny_model.generate(ids, do_sample=True, temperature=5.0, **kwargs)
+    torch.manual_seed(0)
+    second = tiny_model.generate(ids, do_sample=True, temperature=5.0, **kwargs)
+    greedy = tiny_model.generate(ids, do_sample=False, **kwargs)
+    assert torch.equal(first, second)
+    assert not torch.equal(first, greedy)
+
+
+def test_generation_stops_on_im_end(tiny_model, tiny_model_bundle, inputs) -> None:
+    tokenizer = tiny_model_bundle[0]
+    assert tiny_model.stop_token_ids[0] == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    ids, pixels = inputs[0][0], inputs[1][0]
+    greedy = tiny_model.generate(ids, images=[pixels], max_new_tokens=5, eos_token_id=None)[0]
+    stopped = tiny_model.generate(ids, images=[pixels], max_new_tokens=5, eos_token_id=int(greedy[1]))[0]
+    assert stopped.tolist() == greedy[:2].tolist()
+
+
+def test_placeholder_and_video_counts_must_match(tiny_model, inputs) -> None:
+    ids, pixels = inputs
+    with pytest.raises(ValueError, match="1 <image> placeholders but 2 videos"):
+        tiny_model(ids[0], images=pixels[:2], modalities=["video"] * 2)
+
+
+def test_only_video_modality_is_served(tiny_model, inputs) -> None:
+    ids, pixels = inputs
+    with pytest.raises(ValueError, match="modalities must be"):
+        tiny_model(ids[0], images=[pixels[0]], modalities=["image"])
+
+
+def test_text_only_prompt_runs_without_images(tiny_model, tiny_model_bundle) -> None:
+    ids = tiny_model_bundle[0]("Hello", return_tensors="pt").input_ids
+    assert tiny_model(ids).logits.shape == (1, ids.shape[1], 384)
+
+
+def test_frame_newline_policy_adds_one_per_frame(tiny_model, inputs) -> None:
+    pixels = inputs[1][1]
+    tiny_model.newline = "frame"
+    with torch.no_grad():
+        blocks = tiny_model.video_tokens([pixels])
+    assert blocks[0].shape[0] == 3 * (16 + 1)
+    torch.testing.assert_close(blocks[0][16::17], tiny_model.image_newline.detach().expand(3, -1))
