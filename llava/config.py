@@ -23,7 +23,7 @@ Backend = Literal["auto", "decord", "pyav"]
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelSection:
     """path: local directory or hub id. dtype auto = bf16 on CUDA, fp32 on CPU. device auto = CUDA if present.
     newline: auto = the checkpoint's newline when not compressing, none when compressing (as the paper)."""
 
@@ -40,7 +40,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class VideoConfig:
+class VideoSection:
     """frames: uniformly sampled frames per video (32 as in lmms-eval and the paper's 32 x 196 tokens)."""
 
     frames: int = 32
@@ -53,7 +53,7 @@ class VideoConfig:
 
 
 @dataclass(frozen=True)
-class GenerationConfig:
+class GenerationSection:
     """temperature 0 = greedy decoding (what benchmarks use)."""
 
     max_new_tokens: int = 256
@@ -73,17 +73,17 @@ class GenerationConfig:
 class RunConfig:
     """compression None = follow the checkpoint's own keys (mm_use_zip / mm_zip_tau / mm_zip_epsilon)."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
-    video: VideoConfig = field(default_factory=VideoConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    video: VideoSection = field(default_factory=VideoSection)
     compression: CompressionConfig | None = None
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    generation: GenerationSection = field(default_factory=GenerationSection)
 
 
 _SECTIONS: dict[str, type] = {
-    "model": ModelConfig,
-    "video": VideoConfig,
+    "model": ModelSection,
+    "video": VideoSection,
     "compression": CompressionConfig,
-    "generation": GenerationConfig,
+    "generation": GenerationSection,
 }
 
 
