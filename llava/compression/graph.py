@@ -7,6 +7,7 @@ serves both budget modes:
 - ratio mode: Boruvka on all edges gives the single-linkage tree's weights; the K-part cut is the partition at
   the threshold between the right two weights (plus a tie-break when weights are exactly equal).
 
+Similarity tables are assumed symmetric (cos(i, j) == cos(j, i) bit for bit, as dense matmuls of X @ X.T give).
 Boruvka runs on the dense [B, C, C] similarity table, contracted after every round to the strongest edge
 between each pair of components, so the work shrinks geometrically: a few passes over [M, M] in total,
 O(log M) Python iterations, no per-node loops. Each component picks its strongest outgoing edge, ties to the
@@ -14,6 +15,7 @@ lowest component slot, which makes every round cycle-free and the result the sam
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -23,14 +25,20 @@ from torch import Tensor
 _NONE = float("-inf")  # "no edge" in a similarity table
 
 
-def cosine_similarity(x: Tensor) -> Tensor:
-    """[B, M, D] any float dtype -> [B, M, M] float32 cosine similarity in [-1, 1].
+def unit(x: Tensor) -> Tensor:
+    """L2-normalise the last dim in float32 (whatever the input dtype, so bf16/fp16 rounding does not decide
+    near-threshold edges). Zero vectors stay zero: similarity 0 with every token, themselves included."""
+    return F.normalize(x.float(), dim=-1)
 
-    Computed in float32 whatever the input dtype, so bf16/fp16 rounding does not decide near-threshold edges.
-    Zero vectors normalise to zero: their similarity is 0 with every token, themselves included.
-    """
-    xn = F.normalize(x.float(), dim=-1)
-    return (xn @ xn.transpose(-1, -2)).clamp_(-1.0, 1.0)  # (B, M, M)
+
+def similarity(x_unit: Tensor) -> Tensor:
+    """[B, M, D] unit vectors -> [B, M, M] float32 cosine similarity clamped to [-1, 1]."""
+    return (x_unit @ x_unit.transpose(-1, -2)).clamp_(-1.0, 1.0)
+
+
+def cosine_similarity(x: Tensor) -> Tensor:
+    """[B, M, D] any float dtype -> [B, M, M] float32 cosine similarity in [-1, 1]."""
+    return similarity(unit(x))
 
 
 def union_labels(num_nodes: int, u: Tensor, v: Tensor) -> Tensor:
@@ -61,24 +69,27 @@ def _compress_paths(parent: Tensor) -> Tensor:
 class Forest:
     """What Boruvka found on B independent graphs of M nodes each.
 
-    labels: [B, M] component slot of each node (dense per graph: 0 .. count-1, in no particular order).
+    labels: [B, M] component of each node (dense per graph: 0 .. count-1, in no particular order).
     counts: [B] number of components per graph.
+    degree: [B, M] int32 number of edges of each node in the input table (self excluded).
     edge_batch, edge_weight: [E] graph and similarity of every forest edge taken.
     """
 
     labels: Tensor
     counts: Tensor
+    degree: Tensor
     edge_batch: Tensor
     edge_weight: Tensor
 
 
 def boruvka(table: Tensor, max_merges: int | None = None) -> Forest:
-    """Maximum spanning forest of each graph in `table` [B, M, M] (similarities; -inf = no edge).
+    """Maximum spanning forest of each graph in `table` [B, M, M] (symmetric similarities; -inf = no edge).
 
-    The table is overwritten. Components left without an outgoing edge are final: they get their label and
-    leave the table, so sparse graphs (high tau: mostly singletons) contract to almost nothing after one round.
-    With `max_merges` (B == 1 only), at most that many edges are taken, strongest first; any subset of one
-    round's edges is a forest, so each taken edge removes exactly one component.
+    The table's diagonal is overwritten (set to -inf), other entries are kept. Components left without an
+    outgoing edge are final: they get their label and leave the table, so sparse graphs (high tau: mostly
+    singletons) shrink to a small table after one round. With `max_merges` (B == 1 only), at most that many
+    edges are taken, strongest first; any subset of one round's edges is a forest, so each taken edge removes
+    exactly one component.
     """
     B, M, _ = table.shape
     device = table.device
@@ -87,18 +98,21 @@ def boruvka(table: Tensor, max_merges: int | None = None) -> Forest:
     labels = torch.full((B, M), -1, dtype=torch.long, device=device)  # (B, M) final label, -1 = not yet
     counts = torch.zeros(B, dtype=torch.long, device=device)  # (B,) labels handed out per graph
     valid = torch.ones(B, M, dtype=torch.bool, device=device)  # (B, C) slot holds a live component
+    degree = None
     taken_batch, taken_weight = [], []
     budget = max_merges
     while True:
-        weight, target = table.max(dim=-1)  # (B, C) strongest edge leaving each component, ties -> lowest slot
-        live = weight > _NONE
+        live = table.amax(dim=-1) > _NONE  # (B, C) components with an outgoing edge
         out_of_budget = budget is not None and budget <= 0
         _retire(valid & ~live if not out_of_budget else valid, comp, labels, counts)
         valid = valid & live
         if out_of_budget or not bool(valid.any()):
             break
-        if B == 1 and 2 * int(valid.sum()) < valid.shape[1]:  # mostly finished: shrink the table first
-            table, comp, valid, weight, target = _compact(table, comp, valid, weight, target)
+        if B == 1 and 10 * int(valid.sum()) < 9 * valid.shape[1]:  # many finished: shrink the table first
+            table, comp, valid = _compact(table, comp, valid)
+        if degree is None:  # first round: slots are still single nodes
+            degree = _node_values((table > _NONE).view(torch.uint8).sum(dim=-1, dtype=torch.int32), comp)
+        weight, target = table.max(dim=-1)  # (B, C) strongest edge leaving each component, ties -> lowest slot
         slots = torch.arange(weight.shape[1], device=device)
         mutual = target.gather(1, target) == slots  # both ends chose the same edge: keep it once
         batch, src = (valid & ~(mutual & (slots > target))).nonzero(as_tuple=True)  # (E,) by (graph, slot)
@@ -118,22 +132,27 @@ def boruvka(table: Tensor, max_merges: int | None = None) -> Forest:
     return Forest(
         labels=labels,
         counts=counts,
+        degree=degree if degree is not None else torch.zeros(B, M, dtype=torch.int32, device=device),
         edge_batch=torch.cat(taken_batch) if taken_batch else empty.long(),
         edge_weight=torch.cat(taken_weight) if taken_weight else empty,
     )
 
 
-def _compact(
-    table: Tensor, comp: Tensor, valid: Tensor, weight: Tensor, target: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _node_values(per_slot: Tensor, comp: Tensor) -> Tensor:
+    """Per-slot values [B, C] -> per-node values [B, M] (0 for nodes in the retired slot C)."""
+    padded = torch.cat([per_slot, per_slot.new_zeros(per_slot.shape[0], 1)], dim=1)  # (B, C + 1)
+    return padded.gather(1, comp)
+
+
+def _compact(table: Tensor, comp: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Keep only the live slots of a single graph's table: [1, C, C] -> [1, L, L] and remap slot ids."""
     C = table.shape[-1]
     keep = valid[0].nonzero()[:, 0]  # (L,) live slots; an edge's both ends are live
     L = keep.numel()
     remap = torch.full((C + 1,), L, dtype=torch.long, device=table.device)  # finished slots -> retired (L)
     remap[keep] = torch.arange(L, device=table.device)
-    table = table[:, keep][:, :, keep]  # (1, L, L)
-    return table, remap[comp], valid[:, keep], weight[:, keep], remap[target[:, keep]]
+    table = table[0].index_select(0, keep).index_select(1, keep)[None]  # (1, L, L)
+    return table, remap[comp], valid[:, keep]
 
 
 def _retire(done: Tensor, comp: Tensor, labels: Tensor, counts: Tensor) -> None:
@@ -171,13 +190,20 @@ def _relabel(merged: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def contract(table: Tensor, slot: Tensor, new_c: int) -> Tensor:
-    """[B, C, C] similarities -> [B, C', C'] strongest edge between each pair of groups; slot [B, C] gives each
-    node's group in [0, C'] (group C' is scratch and dropped)."""
+    """[B, C, C] symmetric similarities -> [B, C', C'] strongest edge between each pair of groups; slot [B, C]
+    gives each node's group in [0, C'] (group C' is scratch and dropped).
+
+    Two grouped row-maxima (index_reduce_, ~10x faster than scatter_reduce_ here): rows, then the rows of the
+    transpose, which by symmetry are the columns.
+    """
     B, C, _ = table.shape
-    rows = torch.full((B, new_c + 1, C), _NONE, dtype=table.dtype, device=table.device)
-    rows.scatter_reduce_(1, slot[:, :, None].expand(B, C, C), table, "amax")  # (B, C'+1, C)
-    out = torch.full((B, new_c + 1, new_c + 1), _NONE, dtype=table.dtype, device=table.device)
-    out.scatter_reduce_(2, slot[:, None, :].expand(B, new_c + 1, C), rows, "amax")  # (B, C'+1, C'+1)
+    n = new_c + 1
+    group = (slot + torch.arange(B, device=slot.device)[:, None] * n).view(B * C)  # (B*C,) global group id
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="index_reduce", category=UserWarning)
+        rows = table.new_full((B * n, C), _NONE).index_reduce_(0, group, table.reshape(B * C, C), "amax")
+        cols = rows.view(B, n, C).transpose(1, 2).reshape(B * C, n)  # (B*C, n)
+        out = table.new_full((B * n, n), _NONE).index_reduce_(0, group, cols, "amax").view(B, n, n)
     out = out[:, :new_c, :new_c]
     out.diagonal(dim1=1, dim2=2).fill_(_NONE)  # edges inside a component are no longer candidates
     return out

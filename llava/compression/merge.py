@@ -13,12 +13,14 @@ from torch import Tensor
 _TILE_ROWS = 4096
 
 
-def merge_into_kept(x: Tensor, kept: Tensor) -> tuple[Tensor, Tensor]:
-    """x [N, D] and kept [K, D] (float32) -> merged tokens [K, D] and assignment [N] (index into kept)."""
+def merge_into_kept(x: Tensor, kept: Tensor, x_unit: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """x [N, D] and kept [K, D] (float32) -> merged tokens [K, D] and assignment [N] (index into kept).
+
+    x_unit: x already L2-normalised, when the caller has it (saves a pass over the video's tokens).
+    """
     kept_n = F.normalize(kept, dim=-1)  # (K, D)
-    assignment = torch.cat(
-        [(F.normalize(rows, dim=-1) @ kept_n.T).argmax(dim=1) for rows in x.split(_TILE_ROWS)]
-    )  # (N,)
+    x_unit = F.normalize(x, dim=-1) if x_unit is None else x_unit  # (N, D)
+    assignment = torch.cat([(rows @ kept_n.T).argmax(dim=1) for rows in x_unit.split(_TILE_ROWS)])  # (N,)
     sums = kept + segment_sum(x, assignment, kept.shape[0])  # (K, D)
     counts = torch.bincount(assignment, minlength=kept.shape[0]) + 1  # (K,)
     return sums / counts[:, None].to(sums.dtype), assignment

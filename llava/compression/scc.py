@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .graph import boruvka, contract, cosine_similarity
+from .graph import boruvka, contract, cosine_similarity, similarity, unit
 from .merge import merge_into_kept, segment_sum
 
 _NONE = float("-inf")
@@ -75,9 +75,8 @@ def threshold_components(
 ) -> tuple[Tensor, Tensor]:
     """Connected components of {sim > tau} (and `allowed`) for each graph in sim [B, M, M].
 
-    Returns labels [B, M] (dense per graph) and degree [B, M]: row counts of sim > tau, self included, for
-    every token in a component of two or more (a singleton's degree never matters, so it is left at its self
-    count). `consume=True` lets the caller's `sim` be overwritten instead of copied (one [M, M] pass less).
+    Returns labels [B, M] (dense per graph) and degree [B, M]: row counts of sim > tau, self included.
+    `consume=True` lets the caller's `sim` be overwritten instead of copied (one [M, M] pass less).
     """
     selfloop = (sim.diagonal(dim1=1, dim2=2) > tau).int()  # (B, M)
     full_degree = (sim > tau).sum(dim=-1, dtype=torch.int32) if allowed is not None else None
@@ -85,22 +84,10 @@ def threshold_components(
     table = threshold(sim, tau, _NONE)  # (B, M, M) keeps sim > tau
     if allowed is not None:
         table.masked_fill_(~allowed, _NONE)
-    labels = boruvka(table).labels  # leaves table's off-diagonal entries as they were
+    forest = boruvka(table)
     if full_degree is not None:  # the paper's approximate mode still orders by degree in the full graph
-        return labels, full_degree
-    return labels, _degrees(table, labels, selfloop)
-
-
-def _degrees(table: Tensor, labels: Tensor, selfloop: Tensor) -> Tensor:
-    """Degree of every token in a multi-token component, from the thresholded table (diagonal = no edge)."""
-    B, M, _ = table.shape
-    if B > 1:  # small per-frame tables: one pass over all rows is cheapest
-        return (table > _NONE).sum(dim=-1, dtype=torch.int32) + selfloop
-    sizes = torch.bincount(labels[0])  # (C,)
-    rows = (sizes[labels[0]] > 1).nonzero()[:, 0]  # (L,) tokens that share a component
-    degree = selfloop.clone()
-    degree[0, rows] += (table[0, rows] > _NONE).sum(dim=-1, dtype=torch.int32)
-    return degree
+        return forest.labels, full_degree
+    return forest.labels, forest.degree + selfloop
 
 
 def spatial_step(
@@ -119,14 +106,15 @@ def scc_tau(x: Tensor, tau: float, epsilon: float | None, seed: int) -> SCCOutpu
     """Paper mode: spatial SCC per frame, temporal SCC over the results, merge. x [F, T, D] float32."""
     F, T, D = x.shape
     generator = torch.Generator().manual_seed(seed)
-    sim = cosine_similarity(x)  # (F, T, T)
+    x_unit = unit(x)  # (F, T, D)
+    sim = similarity(x_unit)  # (F, T, T)
     allowed = _sampled_pairs(F, T, epsilon, generator, x.device) if epsilon else None
     spatial = spatial_step(x, sim, tau, allowed, consume=True)  # (M', D)
     sim_t = cosine_similarity(spatial[None])  # (1, M', M')
     allowed_t = _sampled_pairs(1, spatial.shape[0], epsilon, generator, x.device) if epsilon else None
     labels, degree = threshold_components(sim_t, tau, allowed_t, consume=True)
     kept = ordered_means(spatial, labels[0], degree[0])  # (K, D)
-    tokens, assignment = merge_into_kept(x.view(F * T, D), kept)
+    tokens, assignment = merge_into_kept(x.view(F * T, D), kept, x_unit.view(F * T, D))
     return SCCOutput(tokens, assignment, spatial.shape[0], tau, tau)
 
 
@@ -154,9 +142,9 @@ def _tau_keeping(weights: Tensor, num_nodes: int, count: int, floored: bool = Fa
 def cut_tree(sim: Tensor, weights: Tensor, k: int) -> tuple[Tensor, Tensor, float]:
     """Partition sim [1, M, M] into exactly k single-linkage clusters. Returns labels [M], degree [M], tau.
 
-    The clusters are the components of {sim > tau} with tau the (M - k + 1)-th strongest tree weight; when tree
-    weights tie at tau that leaves more than k components, and the missing merges are taken among edges of
-    similarity exactly tau (strongest-first Boruvka, ties to the lower index).
+    The clusters are the components of {sim > tau} with tau the (M - k + 1)-th strongest tree weight. When tree
+    weights tie at tau that leaves more than k components; the missing merges are the strongest remaining
+    edges between components (similarity exactly tau), taken by a budgeted Boruvka, ties to the lower index.
     """
     M = sim.shape[-1]
     tau = _tau_keeping(weights, M, k, floored=True)
@@ -165,9 +153,11 @@ def cut_tree(sim: Tensor, weights: Tensor, k: int) -> tuple[Tensor, Tensor, floa
     labels, degree = threshold_components(sim, tau)
     count = int(labels.max()) + 1
     if count > k:
-        ties = torch.where(sim == tau, sim, torch.full_like(sim, _NONE))  # (1, M, M)
-        groups = boruvka(contract(ties, labels, count), max_merges=count - k).labels  # (1, count)
+        groups = boruvka(contract(sim.clone(), labels, count), max_merges=count - k).labels  # (1, count)
         labels = groups.gather(1, labels)
+        count = int(labels.max()) + 1
+    if count != k:
+        raise RuntimeError(f"internal error: the single-linkage cut left {count} clusters instead of {k}")
     return labels[0], degree[0], tau
 
 
@@ -180,7 +170,8 @@ def scc_ratio(x: Tensor, k: int) -> SCCOutput:
     """
     F, T, D = x.shape
     N = F * T
-    sim = cosine_similarity(x)  # (F, T, T)
+    x_unit = unit(x)  # (F, T, D)
+    sim = similarity(x_unit)  # (F, T, T)
     spatial_weights = _tree_weights(sim)  # (N - F,) over all frames
     low, high = k, N
     best = None
@@ -203,5 +194,5 @@ def scc_ratio(x: Tensor, k: int) -> SCCOutput:
     _, tau_s, spatial, sim_t, weights_t = best
     labels, degree, tau_t = cut_tree(sim_t, weights_t, k)
     kept = ordered_means(spatial, labels, degree)  # (k, D)
-    tokens, assignment = merge_into_kept(x.view(N, D), kept)
+    tokens, assignment = merge_into_kept(x.view(N, D), kept, x_unit.view(N, D))
     return SCCOutput(tokens, assignment, spatial.shape[0], tau_s, tau_t)
