@@ -71,7 +71,7 @@ class Forest:
 
     labels: [B, M] component of each node (dense per graph: 0 .. count-1, in no particular order).
     counts: [B] number of components per graph.
-    degree: [B, M] int32 number of edges of each node in the input table (self excluded).
+    degree: [B, M] int32 number of edges of each node in the input table (self excluded); zeros unless asked.
     edge_batch, edge_weight: [E] graph and similarity of every forest edge taken.
     """
 
@@ -82,14 +82,14 @@ class Forest:
     edge_weight: Tensor
 
 
-def boruvka(table: Tensor, max_merges: int | None = None) -> Forest:
+def boruvka(table: Tensor, max_merges: int | None = None, with_degree: bool = False) -> Forest:
     """Maximum spanning forest of each graph in `table` [B, M, M] (symmetric similarities; -inf = no edge).
 
     The table's diagonal is overwritten (set to -inf), other entries are kept. Components left without an
     outgoing edge are final: they get their label and leave the table, so sparse graphs (high tau: mostly
     singletons) shrink to a small table after one round. With `max_merges` (B == 1 only), at most that many
     edges are taken, strongest first; any subset of one round's edges is a forest, so each taken edge removes
-    exactly one component.
+    exactly one component. `with_degree` also counts each node's edges (one more pass over the first table).
     """
     B, M, _ = table.shape
     device = table.device
@@ -110,7 +110,7 @@ def boruvka(table: Tensor, max_merges: int | None = None) -> Forest:
             break
         if B == 1 and 10 * int(valid.sum()) < 9 * valid.shape[1]:  # many finished: shrink the table first
             table, comp, valid = _compact(table, comp, valid)
-        if degree is None:  # first round: slots are still single nodes
+        if with_degree and degree is None:  # first round: slots are still single nodes
             degree = _node_values((table > _NONE).view(torch.uint8).sum(dim=-1, dtype=torch.int32), comp)
         weight, target = table.max(dim=-1)  # (B, C) strongest edge leaving each component, ties -> lowest slot
         slots = torch.arange(weight.shape[1], device=device)

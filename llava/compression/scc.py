@@ -28,8 +28,8 @@ from .merge import merge_into_kept, segment_sum
 
 _NONE = float("-inf")
 _SEARCH_PROBES = 3  # temporal passes the ratio mode may spend finding a common threshold
-_GAP_DONE = 5e-3  # spatial and temporal thresholds this close count as "the same tau"
-_SEARCH_WINDOW = 0.1  # a probe's temporal tree is only built above tau_spatial - this
+_GAP_DONE = 0.01  # spatial and temporal thresholds this close count as "the same tau"
+_SEARCH_WINDOW = 0.05  # a probe's temporal tree is only built above tau_spatial - this
 
 
 @dataclass
@@ -84,7 +84,7 @@ def threshold_components(
     table = threshold(sim, tau, _NONE)  # (B, M, M) keeps sim > tau
     if allowed is not None:
         table.masked_fill_(~allowed, _NONE)
-    forest = boruvka(table)
+    forest = boruvka(table, with_degree=full_degree is None)
     if full_degree is not None:  # the paper's approximate mode still orders by degree in the full graph
         return forest.labels, full_degree
     return forest.labels, forest.degree + selfloop
