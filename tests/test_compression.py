@@ -15,8 +15,9 @@ from scipy.sparse.csgraph import connected_components
 
 from llava.compression import COMPRESSORS, METHODS, CompressionConfig, compress
 from llava.compression import merge as merge_module
+from llava.compression import scc as scc_module
 from llava.compression.graph import cosine_similarity
-from llava.compression.scc import _sampled_pairs, ordered_means, threshold_components
+from llava.compression.scc import ordered_means, sampled_nodes, threshold_components
 
 MARGIN = 1e-5
 ATOL = 1e-5
@@ -229,20 +230,37 @@ def test_approximate_components_match_reference_on_the_same_sample() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 300, 4, generator=g)
     sim = cosine_similarity(x)
-    allowed = _sampled_pairs(2, 300, 0.2, torch.Generator().manual_seed(1), x.device)  # 143 of 300 sampled
-    sampled_share = allowed.diagonal(dim1=1, dim2=2).float().mean()  # (i, i) is allowed iff i is sampled
-    assert sampled_share == pytest.approx(143 / 300)
-    labels, _ = threshold_components(sim, 0.95, allowed)
+    sampled = sampled_nodes(2, 300, 0.2, torch.Generator().manual_seed(1), x.device)  # 143 of 300 sampled
+    assert sampled.sum(dim=1).tolist() == [143, 143]
+    labels, _ = threshold_components(sim, 0.95, sampled)
     exact, _ = threshold_components(sim, 0.95)
     for b in range(2):
-        adjacency = ((sim[b] > 0.95) & allowed[b]).numpy()
-        count, ref = connected_components(adjacency, directed=False)
+        allowed = (sampled[b, :, None] | sampled[b, None, :]).numpy()
+        count, ref = connected_components((sim[b] > 0.95).numpy() & allowed, directed=False)
         ours = labels[b].numpy()
         assert ours.max() + 1 == count and np.bincount(ours).sum() == 300
         assert ((ref[:, None] == ref[None, :]) == (ours[:, None] == ours[None, :])).all()
         assert count > int(exact[b].max()) + 1  # fewer edges than exact: more components here
     config = CompressionConfig(tau=0.95, epsilon=0.2, seed=5)
     assert torch.equal(compress(x, config).tokens, compress(x.clone(), config).tokens)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [CompressionConfig(tau=0.9), CompressionConfig(tau=0.6), CompressionConfig(retention_ratio=0.1),
+     CompressionConfig(retention_ratio=0.35), CompressionConfig(tau=0.8, epsilon=0.3, seed=2)],
+    ids=["tau0.9", "tau0.6", "r0.1", "r0.35", "approx"],
+)
+def test_tiled_temporal_step_equals_dense(monkeypatch: pytest.MonkeyPatch, config: CompressionConfig) -> None:
+    """Long videos switch the temporal step to row tiles (bounded memory); the result must not change."""
+    features = clustered_video(8, 36, 16, 6, 0.5, seed=11)
+    dense = compress(features, config)
+    monkeypatch.setattr(scc_module, "DENSE_LIMIT", 16)  # every temporal step here has more tokens than 16
+    tiled = compress(features, config)
+    assert tiled.stats.tokens_spatial > 16
+    assert tiled.stats.tokens_out == dense.stats.tokens_out
+    torch.testing.assert_close(tiled.tokens, dense.tokens, atol=1e-5, rtol=0)
+    assert torch.equal(tiled.assignment, dense.assignment)
 
 
 def test_zero_vectors_are_singletons() -> None:

@@ -207,3 +207,95 @@ def contract(table: Tensor, slot: Tensor, new_c: int) -> Tensor:
     out = out[:, :new_c, :new_c]
     out.diagonal(dim1=1, dim2=2).fill_(_NONE)  # edges inside a component are no longer candidates
     return out
+
+
+def tiled_boruvka(
+    x_unit: Tensor,
+    above: float | None = None,
+    sampled: Tensor | None = None,
+    start: Tensor | None = None,
+    max_merges: int | None = None,
+    with_degree: bool = False,
+    tile_elements: int = 1 << 24,
+) -> Forest:
+    """`boruvka` for one graph too large to hold as a table: similarities of x_unit [M, D] (unit rows) are
+    recomputed in row tiles of at most `tile_elements` entries every round, so memory stays O(tile x M).
+
+    above: only edges with similarity > above; sampled [M] bool: only edges touching a sampled node (the
+    paper's approximate components); start [M]: initial dense component labels (merge further from there).
+    Same choices as the dense version (strongest edge per component, ties to the lowest target component), so
+    the same forest; each round costs one similarity pass over the rows of components that can still merge.
+    `with_degree` counts edges > above per node in the full graph (before `sampled`), self excluded.
+    """
+    M = x_unit.shape[0]
+    device = x_unit.device
+    comp = torch.arange(M, device=device) if start is None else start.clone()  # (M,) node -> component
+    C = int(comp.max()) + 1
+    live = torch.ones(C, dtype=torch.bool, device=device)  # (C,) components that may still merge
+    degree = torch.zeros(M, dtype=torch.int32, device=device) if with_degree else None
+    taken, budget = [], max_merges
+    rows = max(1, tile_elements // M)
+    count_degree = with_degree  # degrees come from the first round, when components are single nodes
+    while budget is None or budget > 0:
+        node_w, node_t = _best_outgoing(x_unit, comp, C, live[comp], above, sampled, rows,
+                                        degree if count_degree else None)
+        count_degree = False
+        comp_w = torch.full((C,), _NONE, device=device).scatter_reduce_(0, comp, node_w, "amax")  # (C,)
+        best = (node_w == comp_w[comp]) & (node_w > _NONE)  # (M,) members holding their component's best
+        comp_t = torch.full((C,), C, device=device).scatter_reduce_(0, comp[best], node_t[best], "amin")
+        live = comp_w > _NONE
+        if not bool(live.any()):
+            break
+        src = live.nonzero()[:, 0]  # (E,)
+        dst, w = comp_t[src], comp_w[src]
+        keep = ~((comp_t[dst] == src) & (src > dst))  # mutual choices count once
+        src, dst, w = src[keep], dst[keep], w[keep]
+        if budget is not None:
+            src, dst, w = _strongest(budget, src, dst, w)
+            budget -= w.numel()
+        taken.append(w)
+        merged = union_labels(C, src, dst)  # (C,) smallest component id of each merged group
+        root = merged == torch.arange(C, device=device)
+        new_id = (root.cumsum(0) - 1)[merged]  # (C,) dense new id
+        C = int(root.sum())
+        live = torch.zeros(C, dtype=torch.bool, device=device).scatter_reduce_(0, new_id, live, "amax")
+        comp = new_id[comp]
+    return Forest(
+        labels=comp[None],
+        counts=torch.tensor([C], device=device),
+        degree=(degree if degree is not None else torch.zeros(M, dtype=torch.int32, device=device))[None],
+        edge_batch=torch.zeros(sum(w.numel() for w in taken), dtype=torch.long, device=device),
+        edge_weight=torch.cat(taken) if taken else torch.zeros(0, device=device),
+    )
+
+
+def _best_outgoing(
+    x_unit: Tensor,
+    comp: Tensor,
+    C: int,
+    rows_live: Tensor,
+    above: float | None,
+    sampled: Tensor | None,
+    rows_per_tile: int,
+    degree: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """Per node: the strongest similarity to another component and that component (ties -> lowest id); -inf
+    and C where there is none. Fills `degree` (edges per node, self excluded) when given."""
+    M = x_unit.shape[0]
+    node_w = torch.full((M,), _NONE, device=x_unit.device)
+    node_t = torch.full((M,), C, dtype=torch.long, device=x_unit.device)
+    for chunk in rows_live.nonzero()[:, 0].split(rows_per_tile):  # (t,) node ids
+        sim = (x_unit[chunk] @ x_unit.T).clamp_(-1.0, 1.0)  # (t, M)
+        if above is not None:
+            F.threshold_(sim, above, _NONE)
+        if degree is not None:  # in the full graph (before sampling), self excluded
+            self_edge = sim[torch.arange(chunk.numel(), device=sim.device), chunk] > _NONE
+            degree[chunk] = (sim > _NONE).sum(dim=-1, dtype=torch.int32) - self_edge.int()
+        if sampled is not None:
+            sim.masked_fill_(~(sampled[chunk, None] | sampled[None, :]), _NONE)
+        sim.masked_fill_(comp[chunk, None] == comp[None, :], _NONE)  # (t, M) inside the component: no edge
+        w = sim.amax(dim=-1)  # (t,)
+        ties = torch.where(sim == w[:, None], comp[None, :], C)  # (t, M)
+        node_w[chunk] = w
+        node_t[chunk] = torch.where(w > _NONE, ties.amin(dim=-1), C)
+    return node_w, node_t

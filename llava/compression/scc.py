@@ -23,13 +23,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .graph import boruvka, contract, cosine_similarity, similarity, unit
+from .graph import boruvka, contract, similarity, tiled_boruvka, unit
 from .merge import merge_into_kept, segment_sum
 
 _NONE = float("-inf")
 _SEARCH_PROBES = 3  # temporal passes the ratio mode may spend finding a common threshold
 _GAP_DONE = 0.01  # spatial and temporal thresholds this close count as "the same tau"
 _SEARCH_WINDOW = 0.05  # a probe's temporal tree is only built above tau_spatial - this
+DENSE_LIMIT = 8192  # temporal steps with more tokens than this work in tiles (a dense table would exceed 256 MB)
 
 
 @dataclass
@@ -62,28 +63,28 @@ def ordered_means(x: Tensor, labels: Tensor, degree: Tensor) -> Tensor:
     return sums / counts[:, None].to(sums.dtype)
 
 
-def _sampled_pairs(B: int, M: int, epsilon: float, generator: torch.Generator, device: torch.device) -> Tensor:
-    """[B, M, M] bool: pairs with at least one endpoint among the min(M, ceil(ln M / eps^2)) sampled nodes."""
+def sampled_nodes(B: int, M: int, epsilon: float, generator: torch.Generator, device: torch.device) -> Tensor:
+    """[B, M] bool: the min(M, ceil(ln M / eps^2)) nodes per graph whose edges the approximate mode keeps."""
     n_sample = min(M, math.ceil(math.log(M) / epsilon**2)) if M > 1 else M
     ranks = torch.rand(B, M, generator=generator).argsort(dim=1).argsort(dim=1).to(device)  # (B, M)
-    sampled = ranks < n_sample  # (B, M)
-    return sampled[:, :, None] | sampled[:, None, :]
+    return ranks < n_sample
 
 
 def threshold_components(
-    sim: Tensor, tau: float, allowed: Tensor | None = None, consume: bool = False
+    sim: Tensor, tau: float, sampled: Tensor | None = None, consume: bool = False
 ) -> tuple[Tensor, Tensor]:
-    """Connected components of {sim > tau} (and `allowed`) for each graph in sim [B, M, M].
+    """Connected components of {sim > tau} for each graph in sim [B, M, M]; with `sampled` [B, M], only edges
+    touching a sampled node count (the paper's approximate components).
 
     Returns labels [B, M] (dense per graph) and degree [B, M]: row counts of sim > tau, self included.
     `consume=True` lets the caller's `sim` be overwritten instead of copied (one [M, M] pass less).
     """
     selfloop = (sim.diagonal(dim1=1, dim2=2) > tau).int()  # (B, M)
-    full_degree = (sim > tau).sum(dim=-1, dtype=torch.int32) if allowed is not None else None
+    full_degree = (sim > tau).sum(dim=-1, dtype=torch.int32) if sampled is not None else None
     threshold = torch.nn.functional.threshold_ if consume else torch.nn.functional.threshold
     table = threshold(sim, tau, _NONE)  # (B, M, M) keeps sim > tau
-    if allowed is not None:
-        table.masked_fill_(~allowed, _NONE)
+    if sampled is not None:
+        table.masked_fill_(~(sampled[:, :, None] | sampled[:, None, :]), _NONE)
     forest = boruvka(table, with_degree=full_degree is None)
     if full_degree is not None:  # the paper's approximate mode still orders by degree in the full graph
         return forest.labels, full_degree
@@ -91,15 +92,57 @@ def threshold_components(
 
 
 def spatial_step(
-    x: Tensor, sim: Tensor, tau: float, allowed: Tensor | None = None, consume: bool = False
+    x: Tensor, sim: Tensor, tau: float, sampled: Tensor | None = None, consume: bool = False
 ) -> Tensor:
     """x [F, T, D], sim [F, T, T] -> SCC tokens of every frame, concatenated in frame order [M', D]."""
     F, T, D = x.shape
-    labels, degree = threshold_components(sim, tau, allowed, consume)  # (F, T) each
+    labels, degree = threshold_components(sim, tau, sampled, consume)  # (F, T) each
     counts = labels.amax(dim=1) + 1  # (F,)
     offsets = torch.cumsum(counts, dim=0) - counts  # (F,) first global id of each frame's components
     global_labels = (labels + offsets[:, None]).view(F * T)  # (F*T,)
     return ordered_means(x.view(F * T, D), global_labels, degree.view(F * T))
+
+
+class TemporalGraph:
+    """The temporal step's graph over the M' spatial tokens.
+
+    Up to DENSE_LIMIT tokens it is one dense [1, M', M'] similarity table (fast: Boruvka with contraction);
+    above, similarities are recomputed in row tiles each Boruvka round, so memory stays O(tile x M') for long
+    videos at the price of one similarity pass per round. Both give the same components.
+    """
+
+    def __init__(self, tokens: Tensor) -> None:
+        self.size = tokens.shape[0]
+        self.x_unit = unit(tokens)  # (M', D)
+        self.table = similarity(self.x_unit[None]) if self.size <= DENSE_LIMIT else None  # (1, M', M')
+
+    def components(self, tau: float, sampled: Tensor | None = None, consume: bool = False) -> tuple[Tensor, Tensor]:
+        """Labels [M'] and degrees [M'] (self included) of SCC at tau."""
+        if self.table is not None:
+            labels, degree = threshold_components(self.table, tau, sampled, consume)
+            return labels[0], degree[0]
+        forest = tiled_boruvka(self.x_unit, above=tau, sampled=None if sampled is None else sampled[0],
+                               with_degree=True)
+        selfloop = ((self.x_unit * self.x_unit).sum(dim=-1).clamp(-1.0, 1.0) > tau).int()  # (M',)
+        return forest.labels[0], forest.degree[0] + selfloop
+
+    def tree_weights(self, floor: float | None = None) -> Tensor:
+        """Single-linkage merge similarities (maximum spanning tree weights), strongest first; with `floor`,
+        only those above it (the spanning forest of {sim > floor} holds exactly those, and is much cheaper)."""
+        if self.table is None:
+            forest = tiled_boruvka(self.x_unit, above=floor)
+        else:
+            table = self.table.clone() if floor is None else torch.nn.functional.threshold(self.table, floor, _NONE)
+            forest = boruvka(table)
+        return torch.sort(forest.edge_weight.detach(), descending=True).values
+
+    def merge_strongest(self, labels: Tensor, merges: int) -> Tensor:
+        """Merge `merges` more pairs of components [M'] along the strongest edges between them."""
+        count = int(labels.max()) + 1
+        if self.table is None:
+            return tiled_boruvka(self.x_unit, start=labels, max_merges=merges).labels[0]
+        groups = boruvka(contract(self.table.clone(), labels[None], count), max_merges=merges).labels  # (1, C)
+        return groups[0][labels]
 
 
 def scc_tau(x: Tensor, tau: float, epsilon: float | None, seed: int) -> SCCOutput:
@@ -108,24 +151,20 @@ def scc_tau(x: Tensor, tau: float, epsilon: float | None, seed: int) -> SCCOutpu
     generator = torch.Generator().manual_seed(seed)
     x_unit = unit(x)  # (F, T, D)
     sim = similarity(x_unit)  # (F, T, T)
-    allowed = _sampled_pairs(F, T, epsilon, generator, x.device) if epsilon else None
-    spatial = spatial_step(x, sim, tau, allowed, consume=True)  # (M', D)
-    sim_t = cosine_similarity(spatial[None])  # (1, M', M')
-    allowed_t = _sampled_pairs(1, spatial.shape[0], epsilon, generator, x.device) if epsilon else None
-    labels, degree = threshold_components(sim_t, tau, allowed_t, consume=True)
-    kept = ordered_means(spatial, labels[0], degree[0])  # (K, D)
+    sampled = sampled_nodes(F, T, epsilon, generator, x.device) if epsilon else None
+    spatial = spatial_step(x, sim, tau, sampled, consume=True)  # (M', D)
+    del sim
+    graph = TemporalGraph(spatial)
+    sampled_t = sampled_nodes(1, graph.size, epsilon, generator, x.device) if epsilon else None
+    labels, degree = graph.components(tau, sampled_t, consume=True)
+    kept = ordered_means(spatial, labels, degree)  # (K, D)
     tokens, assignment = merge_into_kept(x.view(F * T, D), kept, x_unit.view(F * T, D))
     return SCCOutput(tokens, assignment, spatial.shape[0], tau, tau)
 
 
-def _tree_weights(sim: Tensor, floor: float | None = None) -> Tensor:
-    """Single-linkage merge similarities (maximum spanning tree weights) of the graphs in sim, strongest first.
-
-    With `floor`, only the tree weights above it are found (the spanning forest of {sim > floor} holds exactly
-    those), which is much cheaper when the weights below the floor are not needed.
-    """
-    table = sim.clone() if floor is None else torch.nn.functional.threshold(sim, floor, _NONE)
-    return torch.sort(boruvka(table.detach()).edge_weight, descending=True).values
+def _tree_weights(sim: Tensor) -> Tensor:
+    """Maximum spanning tree weights of each graph in a dense batch [B, M, M], strongest first."""
+    return torch.sort(boruvka(sim.detach().clone()).edge_weight, descending=True).values
 
 
 def _tau_keeping(weights: Tensor, num_nodes: int, count: int, floored: bool = False) -> float | None:
@@ -139,26 +178,24 @@ def _tau_keeping(weights: Tensor, num_nodes: int, count: int, floored: bool = Fa
     return None if floored else -1.0
 
 
-def cut_tree(sim: Tensor, weights: Tensor, k: int) -> tuple[Tensor, Tensor, float]:
-    """Partition sim [1, M, M] into exactly k single-linkage clusters. Returns labels [M], degree [M], tau.
+def cut_tree(graph: TemporalGraph, weights: Tensor, k: int) -> tuple[Tensor, Tensor, float]:
+    """Partition the temporal graph into exactly k single-linkage clusters. Returns labels, degree, tau.
 
     The clusters are the components of {sim > tau} with tau the (M - k + 1)-th strongest tree weight. When tree
     weights tie at tau that leaves more than k components; the missing merges are the strongest remaining
     edges between components (similarity exactly tau), taken by a budgeted Boruvka, ties to the lower index.
     """
-    M = sim.shape[-1]
-    tau = _tau_keeping(weights, M, k, floored=True)
+    tau = _tau_keeping(weights, graph.size, k, floored=True)
     if tau is None:  # the cut lies below the floored tree: find the whole tree
-        tau = _tau_keeping(_tree_weights(sim), M, k)
-    labels, degree = threshold_components(sim, tau)
+        tau = _tau_keeping(graph.tree_weights(), graph.size, k)
+    labels, degree = graph.components(tau)
     count = int(labels.max()) + 1
     if count > k:
-        groups = boruvka(contract(sim.clone(), labels, count), max_merges=count - k).labels  # (1, count)
-        labels = groups.gather(1, labels)
+        labels = graph.merge_strongest(labels, count - k)
         count = int(labels.max()) + 1
     if count != k:
         raise RuntimeError(f"internal error: the single-linkage cut left {count} clusters instead of {k}")
-    return labels[0], degree[0], tau
+    return labels, degree, tau
 
 
 def scc_ratio(x: Tensor, k: int) -> SCCOutput:
@@ -178,21 +215,21 @@ def scc_ratio(x: Tensor, k: int) -> SCCOutput:
     for _ in range(_SEARCH_PROBES):
         tau_s = _tau_keeping(spatial_weights, N, round(math.sqrt(low * high)))
         spatial = spatial_step(x, sim, tau_s)  # (M', D), M' >= k
-        sim_t = cosine_similarity(spatial[None])  # (1, M', M')
+        graph = TemporalGraph(spatial)
         floor = tau_s - _SEARCH_WINDOW
-        weights_t = _tree_weights(sim_t, floor)
-        tau_t = _tau_keeping(weights_t, spatial.shape[0], k, floored=True)
+        weights_t = graph.tree_weights(floor)
+        tau_t = _tau_keeping(weights_t, graph.size, k, floored=True)
         gap = (floor if tau_t is None else tau_t) - tau_s
         if best is None or abs(gap) < abs(best[0]):
-            best = (gap, tau_s, spatial, sim_t, weights_t)
+            best = (gap, tau_s, spatial, graph, weights_t)
         if gap > 0:  # temporal threshold above spatial: the spatial step merged too much
-            low = spatial.shape[0]
+            low = graph.size
         else:
-            high = spatial.shape[0]
+            high = graph.size
         if abs(gap) < _GAP_DONE or high - low <= 1:
             break
-    _, tau_s, spatial, sim_t, weights_t = best
-    labels, degree, tau_t = cut_tree(sim_t, weights_t, k)
+    _, tau_s, spatial, graph, weights_t = best
+    labels, degree, tau_t = cut_tree(graph, weights_t, k)
     kept = ordered_means(spatial, labels, degree)  # (k, D)
     tokens, assignment = merge_into_kept(x.view(N, D), kept, x_unit.view(N, D))
-    return SCCOutput(tokens, assignment, spatial.shape[0], tau_s, tau_t)
+    return SCCOutput(tokens, assignment, graph.size, tau_s, tau_t)
