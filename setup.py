@@ -20,6 +20,7 @@ setup(
         "numpy>=1.24",
         "pillow>=10",
     ],
+    entry_points={"console_scripts": ["llava-infer=llava.infer:main"]},
     extras_require={
         "test": ["pytest>=8", "scipy>=1.10", "ruff>=0.5"],
         "eval": ["lmms-eval>=0.7"],

@@ -18,14 +18,15 @@ from llava.compression import CompressionConfig
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 Attention = Literal["auto", "sdpa", "eager", "flash_attention_2"]
-Newline = Literal["auto", "always", "never"]
+Newline = Literal["auto", "one_token", "frame", "none"]
 Backend = Literal["auto", "decord", "pyav"]
 
 
 @dataclass(frozen=True)
 class ModelSection:
     """path: local directory or hub id. dtype auto = bf16 on CUDA, fp32 on CPU. device auto = CUDA if present.
-    newline: auto = the checkpoint's newline when not compressing, none when compressing (as the paper)."""
+    newline: auto = the checkpoint's layout when not compressing (stock OneVision: one token after all frames),
+    none when compressing (as the paper's numbers were made); or force one_token / frame / none."""
 
     path: str = "lmms-lab/llava-onevision-qwen2-0.5b-ov"
     dtype: Dtype = "auto"

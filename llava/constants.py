@@ -10,3 +10,7 @@ DEFAULT_IMAGE_TOKEN = "<image>"
 DEFAULT_IMAGE_PATCH_TOKEN = "<im_patch>"
 DEFAULT_IM_START_TOKEN = "<im_start>"
 DEFAULT_IM_END_TOKEN = "<im_end>"
+
+# config.json key of the tiny random checkpoints that tests and offline smoke runs build
+# (llava.testing.tiny_checkpoint): tools warn that answers from them are meaningless.
+TINY_MARKER = "llava_scissor_tiny_random"

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from llava.constants import TINY_MARKER
 from llava.model.checkpoint import HF_KEY_MAP, ORIGINAL_KEY_MAP, SAFETENSORS_INDEX
 from llava.model.config import HF_ADDED_TOKENS, HF_PAD_MULTIPLE, parse_model_config
 
@@ -75,6 +76,7 @@ def original_config(spec: TinySpec) -> dict[str, Any]:
         "mm_use_im_start_end": False, "mm_use_im_patch_token": False,
         "tokenizer_model_max_length": 32768, "tokenizer_padding_side": "right",
         "vision_config": vision_config(spec),
+        TINY_MARKER: True,
     }
     for key, value in (("mm_use_zip", spec.use_zip), ("mm_zip_tau", spec.zip_tau),
                        ("mm_zip_epsilon", spec.zip_epsilon)):
@@ -101,7 +103,7 @@ def hf_config(spec: TinySpec) -> dict[str, Any]:
     from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
 
     text = {k: v for k, v in original_config(spec).items() if not k.startswith(("mm_", "image_"))}
-    for key in ("architectures", "model_type", "vision_config", "tokenizer_model_max_length",
+    for key in ("architectures", "model_type", "vision_config", TINY_MARKER, "tokenizer_model_max_length",
                 "tokenizer_padding_side", "torch_dtype", "use_cache"):
         text.pop(key)
     text["vocab_size"] = hf_padded_vocab(spec.vocab_size)
@@ -115,7 +117,7 @@ def hf_config(spec: TinySpec) -> dict[str, Any]:
         tie_word_embeddings=spec.tie_word_embeddings,
     )
     config.architectures = ["LlavaOnevisionForConditionalGeneration"]
-    return config.to_dict()
+    return {**config.to_dict(), TINY_MARKER: True}
 
 
 def random_state(spec: TinySpec, seed: int) -> dict[str, torch.Tensor]:

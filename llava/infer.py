@@ -1,0 +1,512 @@
+"""Single-video question answering: `python -m llava.infer --video clip.mp4 --question "..."` (or `llava-infer`).
+
+Flags -> a `RunConfig` (YAML + dotted overrides, `llava.config.load_config`) -> `run_inference(config, video,
+question)` -> an `InferenceReport` -> printed (text, or one JSON object with `--json`). `run_inference` is the
+library part: quiet (logging only), every stage run and timed on its own so the report can say where time goes:
+
+    decode       video file -> uint8 frames [F, H, W, 3]               (llava.video)
+    vision       frames -> pixels (resize, normalise) -> SigLIP + projector -> pool [F, T, D]
+    compression  [F, T, D] -> [K, D] + assignment [F, T]               (llava.compression)
+    prefill      prompt with the K visual tokens -> first logits + KV cache (one forward)
+    generate     the remaining tokens, one cached decode step each (greedy, or sampling with temperature/top_p)
+
+The stages are the model's own methods (`encode_frames`, `add_newline`) and functions (`pool_frames`, `compress`,
+`pack_inputs`), called in the order `model.generate` calls them, so the answer is the one `model.generate` gives
+(tests check that) and the assignment is at hand for `--visualize` (llava.visualize). The video is decoded before
+the model loads, so a bad file fails at once. Errors a user can cause (video, checkpoint, config) are ValueError /
+OSError subclasses naming the problem; `main` prints them as one line and exits with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import math
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from llava.compression import METHODS, CompressionConfig, CompressionResult, compress
+from llava.config import RunConfig, config_to_dict, load_config
+from llava.constants import DEFAULT_IMAGE_TOKEN, TINY_MARKER
+from llava.conversation import conv_templates
+from llava.mm_utils import tokenizer_image_token
+
+if TYPE_CHECKING:
+    from llava.video import VideoFrames
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "llava-ov-0.5b-scissor.yaml"
+DEFAULT_VIDEO = REPO_ROOT / "assets" / "demo.mp4"
+DEFAULT_QUESTION = "Describe this video."
+CONV_TEMPLATE = "qwen_2"  # every OneVision / LLaVA-Scissor checkpoint is evaluated with it (ecosystem.md 2.1, 4)
+STAGES = ("decode", "vision", "compression", "prefill", "generate")
+# config.json key that tiny random test checkpoints carry; older ones are recognised by their tiny tower.
+RANDOM_WARNING = (
+    "checkpoint {path} is a tiny RANDOM test checkpoint: the answer is meaningless (token counts and timings "
+    "are still real); use a real checkpoint (checkpoints/README.md) for answers"
+)
+DEBUG_HINT = "(--debug shows the traceback)"
+
+
+class CheckpointError(ValueError):
+    """The checkpoint could not be found, fetched or loaded; the message names it."""
+
+
+@dataclass
+class LoadedModel:
+    """What `load_for_run` returns: the builder's outputs plus where the weights came from."""
+
+    tokenizer: Any
+    model: Any
+    processor: Any
+    checkpoint_dir: Path
+    random_tiny: bool
+    load_ms: float
+
+
+@dataclass
+class InferenceReport:
+    """Everything one run did: the answer, what compression did, time per stage and peak memory.
+
+    frames = F frames sampled (`frame_indices` into the video's `total_frames`; `repeated_frames` when the video
+    had fewer frames than requested, `video_note` says what the decoder noticed).
+    tokens_before = F * T pooled tokens; tokens_after = K visual tokens sent to the LLM, newline excluded
+    (`newline_tokens` says how many newline tokens were appended after them); retention = after / before.
+    timings_ms has one entry per stage in STAGES. peak_memory_kind: "cuda_max_allocated" (summed over GPUs) or
+    "process_rss_peak" (CPU: the process's maximum resident set, which includes Python and the weights).
+    """
+
+    answer: str
+    question: str
+    video: str
+    model: str
+    checkpoint: str
+    device: str
+    dtype: str
+    frames: int
+    frames_requested: int
+    frame_indices: list[int]
+    total_frames: int
+    repeated_frames: bool
+    video_backend: str
+    video_note: str | None
+    tokens_per_frame: int
+    tokens_before: int
+    tokens_spatial: int | None
+    tokens_after: int
+    newline_tokens: int
+    retention: float
+    method: str
+    tau_spatial: float | None
+    tau_temporal: float | None
+    new_tokens: int
+    timings_ms: dict[str, float]
+    load_ms: float
+    peak_memory_mb: float
+    peak_memory_kind: str
+    random_checkpoint: bool
+    warning: str | None = None
+    visualization: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    compression_in_effect: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (non-finite floats -> None, so the output is strict JSON)."""
+        return _finite(asdict(self))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+# ---- loading ------------------------------------------------------------------------------------------------
+def load_for_run(config: RunConfig) -> LoadedModel:
+    """Resolve and load the checkpoint of `config.model` with the run's compression and newline policy.
+
+    Any failure to find, fetch or read the checkpoint becomes one CheckpointError naming it, so a front end can
+    show one line instead of a traceback.
+    """
+    from llava.model.builder import load_pretrained_model
+    from llava.model.checkpoint import read_config, resolve_checkpoint
+
+    section = config.model
+    if section.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"model.device is {section.device!r} but CUDA is not available here; use --device cpu "
+                         "(or auto)")
+    start = time.perf_counter()
+    try:
+        checkpoint_dir = resolve_checkpoint(section.path)
+        raw = read_config(checkpoint_dir)
+        tokenizer, model, processor, _ = load_pretrained_model(
+            str(checkpoint_dir),
+            device_map="auto" if section.device == "auto" else None,
+            device=None if section.device == "auto" else section.device,
+            torch_dtype=section.dtype,
+            attn_implementation=None if section.attn_implementation == "auto" else section.attn_implementation,
+            compression=config.compression,
+            newline=section.newline,
+        )
+    except (ValueError, OSError) as err:
+        message = str(err) if section.path in str(err) else f"checkpoint {section.path!r}: {err}"
+        raise CheckpointError(message) from err
+    load_ms = (time.perf_counter() - start) * 1000.0
+    return LoadedModel(tokenizer, model, processor, checkpoint_dir, is_random_tiny(raw), load_ms)
+
+
+def is_random_tiny(raw: dict[str, Any]) -> bool:
+    """True for the tiny random test checkpoints of `llava.testing.tiny_checkpoint` (their config.json marker)."""
+    return raw.get(TINY_MARKER) is True
+
+
+# ---- stages -------------------------------------------------------------------------------------------------
+class StageClock:
+    """Wall time per stage in ms; CUDA is synchronized before each clock read so GPU work is counted where it
+    was launched, not where it is next waited on."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.ms: dict[str, float] = {}
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":  # every GPU: a model spread by device_map="auto" works on several
+            for i in range(torch.cuda.device_count()):
+                torch.cuda.synchronize(i)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self._sync()
+        start = time.perf_counter()
+        yield
+        self._sync()
+        self.ms[name] = (time.perf_counter() - start) * 1000.0
+
+
+def build_prompt_ids(question: str, tokenizer: Any) -> torch.Tensor:
+    """The qwen_2 chat prompt with one `<image>` before the question -> ids [L] with IMAGE_TOKEN_INDEX."""
+    conv = conv_templates[CONV_TEMPLATE].copy()
+    conv.append_message(conv.roles[0], f"{DEFAULT_IMAGE_TOKEN}\n{question}")
+    conv.append_message(conv.roles[1], None)
+    return tokenizer_image_token(conv.get_prompt(), tokenizer, return_tensors="pt")
+
+
+def encode_video(model: Any, processor: Any, frames: Any) -> torch.Tensor:
+    """uint8 frames [F, H, W, 3] -> pooled visual features [F, T, D] (tower + projector + pool)."""
+    from llava.model.modeling import pool_frames
+
+    pixel_values = processor.preprocess(frames, return_tensors="pt")["pixel_values"]  # (F, 3, S, S)
+    return pool_frames(model.encode_frames(pixel_values), model.config.pool_mode)  # (F, T, D)
+
+
+def pick_token(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
+    """Next token from logits [1, V]: argmax at temperature 0, else nucleus sampling (top_p) at `temperature`."""
+    if temperature == 0:
+        return int(logits.argmax(-1))
+    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (1, V)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)  # (1, V)
+        outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the smallest prefix reaching top_p
+        probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def cache_name(language_model: Any) -> str:
+    """The KV-cache argument and output field: transformers renamed `past_key_values` to `cache` in 5.x."""
+    return "cache" if "cache" in inspect.signature(type(language_model).forward).parameters else "past_key_values"
+
+
+def prefill(language_model: Any, packed: Any) -> tuple[torch.Tensor, Any]:
+    """One forward over the whole prompt: logits of the last position [1, V] and the KV cache."""
+    out = language_model(
+        inputs_embeds=packed.inputs_embeds, attention_mask=packed.attention_mask,
+        position_ids=packed.position_ids, use_cache=True, logits_to_keep=1,
+    )
+    return out.logits[:, -1], getattr(out, cache_name(language_model))
+
+
+def decode_steps(
+    model: Any, first_logits: torch.Tensor, cache: Any, packed: Any, config: RunConfig
+) -> list[int]:
+    """Generate with the KV cache, one token per step, until a stop token or max_new_tokens (stop not kept)."""
+    gen = config.generation
+    lm = model.language_model
+    embed = lm.get_input_embeddings()
+    mask, position = packed.attention_mask, packed.position_ids[:, -1:]  # (1, L), (1, 1)
+    stop, cache_key = set(model.stop_token_ids), cache_name(lm)
+    tokens: list[int] = []
+    token = pick_token(first_logits, gen.temperature, gen.top_p, None)
+    while token not in stop and len(tokens) < gen.max_new_tokens:
+        tokens.append(token)
+        if len(tokens) == gen.max_new_tokens:
+            break
+        mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)  # (1, L + n)
+        position = position + 1  # (1, 1)
+        step = embed(torch.tensor([[token]], device=embed.weight.device))  # (1, 1, D)
+        out = lm(inputs_embeds=step, attention_mask=mask, position_ids=position, use_cache=True, **{cache_key: cache})
+        cache = getattr(out, cache_key)
+        token = pick_token(out.logits[:, -1], gen.temperature, gen.top_p, None)
+    return tokens
+
+
+def peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    """(MB, kind): CUDA max allocated summed over GPUs on GPU runs, else the process's peak RSS."""
+    if device.type == "cuda":
+        total = sum(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count()))
+        return total / 2**20, "cuda_max_allocated"
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
+    return (peak / 2**20 if sys.platform == "darwin" else peak / 1024), "process_rss_peak"
+
+
+def _reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        for i in range(torch.cuda.device_count()):
+            torch.cuda.reset_peak_memory_stats(i)
+
+
+# ---- the run ------------------------------------------------------------------------------------------------
+@dataclass
+class _Stages:
+    """Intermediate results of one run (kept apart so `run_inference` stays a readable list of steps)."""
+
+    video: VideoFrames
+    pooled_shape: tuple[int, int, int]  # (F, T, D)
+    result: CompressionResult
+    newline_tokens: int
+    answer_ids: list[int]
+
+
+def _model_stages(loaded: LoadedModel, compression: CompressionConfig, decoded: VideoFrames, question: str,
+                  config: RunConfig, clock: StageClock) -> _Stages:
+    """vision -> compression -> prefill -> generate on the decoded frames, each timed by `clock`."""
+    from llava.model.packing import pack_inputs, split_rows
+
+    model = loaded.model
+    with clock.stage("vision"):
+        pooled = encode_video(model, loaded.processor, decoded.frames)  # (F, T, D)
+    with clock.stage("compression"):
+        result = compress(pooled, compression)  # tokens (K, D), assignment (F, T)
+    with clock.stage("prefill"):
+        block = model.add_newline(result.tokens, pooled.shape[0], compression.method != "none")  # (K [+1], D)
+        ids = build_prompt_ids(question, loaded.tokenizer)  # (L,)
+        packed = pack_inputs(split_rows(ids, None), [block], model.language_model.get_input_embeddings())
+        first_logits, cache = prefill(model.language_model, packed)
+    with clock.stage("generate"):
+        answer_ids = decode_steps(model, first_logits, cache, packed, config)
+    newline_tokens = block.shape[0] - result.tokens.shape[0]
+    return _Stages(decoded, tuple(pooled.shape), result, newline_tokens, answer_ids)
+
+
+def run_inference(
+    config: RunConfig,
+    video: str | Path,
+    question: str,
+    visualize: str | Path | None = None,
+    loaded: LoadedModel | None = None,
+) -> InferenceReport:
+    """Answer `question` about `video` with the run `config`; optionally draw the merge picture to `visualize`.
+
+    The video is decoded before the model loads, so a bad file fails in milliseconds, not after a 7B load.
+    loaded: a model from `load_for_run` to reuse across calls (several questions or budgets without reloading);
+    the compression always follows `config` (its section, else the checkpoint's keys), the newline policy is
+    the one the model was loaded with.
+    """
+    from llava.model.config import resolve_compression
+    from llava.video import load_video
+
+    video = Path(video)
+    clock = StageClock(torch.device("cpu"))
+    with clock.stage("decode"):
+        decoded = load_video(video, config.video.frames, backend=config.video.backend)
+    loaded = loaded if loaded is not None else load_for_run(config)
+    model = loaded.model
+    clock.device = model.device
+    _reset_peak_memory(model.device)
+    compression = resolve_compression(model.config, config.compression)
+    with torch.inference_mode():
+        stages = _model_stages(loaded, compression, decoded, question, config, clock)
+    memory = peak_memory_mb(model.device)
+    picture = _draw(visualize, stages) if visualize is not None else None
+    return _report(config, loaded, video, question, stages, clock.ms, memory, picture, compression)
+
+
+def _draw(path: str | Path, stages: _Stages) -> str:
+    from llava.visualize import save_assignment_grid
+
+    stats = stages.result.stats
+    labels = [f"#{i}  video frame {idx}" for i, idx in enumerate(stages.video.indices)]
+    title = f"{stats.method}: {stats.tokens_out} of {stats.tokens_in} tokens kept ({stats.retention:.1%})"
+    assignment = stages.result.assignment.cpu().numpy()  # (F, T)
+    return str(save_assignment_grid(path, stages.video.frames, assignment, frame_labels=labels, title=title))
+
+
+def _report(
+    config: RunConfig, loaded: LoadedModel, video: Path, question: str, stages: _Stages,
+    timings: dict[str, float], memory: tuple[float, str], picture: str | None, compression: CompressionConfig,
+) -> InferenceReport:
+    n_frames, per_frame, _ = stages.pooled_shape
+    stats, decoded = stages.result.stats, stages.video
+    model = loaded.model
+    return InferenceReport(
+        answer=loaded.tokenizer.decode(stages.answer_ids, skip_special_tokens=True).strip(),
+        question=question, video=str(video), model=config.model.path, checkpoint=str(loaded.checkpoint_dir),
+        device=str(model.device), dtype=str(model.dtype).removeprefix("torch."),
+        frames=n_frames, frames_requested=config.video.frames, frame_indices=[int(i) for i in decoded.indices],
+        total_frames=int(decoded.total_frames), repeated_frames=bool(decoded.repeated_frames),
+        video_backend=decoded.backend, video_note=decoded.note or None,
+        tokens_per_frame=per_frame, tokens_before=stats.tokens_in, tokens_spatial=stats.tokens_spatial,
+        tokens_after=stats.tokens_out, newline_tokens=stages.newline_tokens, retention=stats.retention,
+        method=stats.method, tau_spatial=stats.tau_spatial, tau_temporal=stats.tau_temporal,
+        new_tokens=len(stages.answer_ids), timings_ms={name: timings[name] for name in STAGES},
+        load_ms=loaded.load_ms, peak_memory_mb=memory[0], peak_memory_kind=memory[1],
+        random_checkpoint=loaded.random_tiny,
+        warning=RANDOM_WARNING.format(path=loaded.checkpoint_dir) if loaded.random_tiny else None,
+        visualization=picture, config=config_to_dict(config), compression_in_effect=asdict(compression),
+    )
+
+
+# ---- command line -------------------------------------------------------------------------------------------
+def resolve_config_path(value: str | Path) -> Path:
+    """A config as given if it exists, else a name under the repo's configs/ (with or without .yaml), so the
+    default and `--config llava-ov-7b-scissor` work from any directory."""
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path
+    for candidate in (CONFIG_DIR / str(value), CONFIG_DIR / f"{value}.yaml"):
+        if candidate.is_file():
+            return candidate
+    return path  # load_config names it in its FileNotFoundError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llava-infer",
+        description="Answer a question about one video with LLaVA-OneVision + LLaVA-Scissor token compression. "
+        "With no arguments: the default config on the demo clip.",
+    )
+    add = parser.add_argument
+    add("--video", type=Path, default=None, help=f"video file (default: the demo clip {DEFAULT_VIDEO})")
+    add("--question", default=DEFAULT_QUESTION, help="question about the video (default: %(default)r)")
+    add("--config", default=str(DEFAULT_CONFIG), help="YAML run config, or a name under configs/ (default: "
+        "configs/llava-ov-0.5b-scissor.yaml)")
+    add("--model", help="checkpoint directory or hub id (overrides model.path)")
+    add("--retention-ratio", type=float, help="keep K = max(1, round(r*F*T)) visual tokens, r in (0, 1]")
+    add("--tau", type=float, help="SCC similarity threshold in [-1, 1] (paper mode: K varies per video)")
+    add("--method", choices=METHODS, help="compression method (none = keep every token)")
+    add("--frames", type=int, help="frames sampled uniformly from the video (video.frames)")
+    add("--backend", choices=("auto", "decord", "pyav"), help="video decoder (video.backend)")
+    add("--device", help="cpu, cuda, cuda:1 or auto (model.device)")
+    add("--dtype", choices=("auto", "float32", "bfloat16", "float16"), help="model.dtype")
+    add("--max-new-tokens", type=int, help="generation.max_new_tokens")
+    add("--temperature", type=float, help="generation.temperature (0 = greedy)")
+    add("--json", action="store_true", help="print one JSON object instead of text")
+    add("--visualize", type=Path, metavar="PATH", help="write a PNG of the frames coloured by merged token")
+    add("--debug", action="store_true", help="show tracebacks")
+    add("-v", "--verbose", action="store_true", help="log progress (INFO) to stderr")
+    return parser
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Flags -> dotted config overrides (only the flags given). --method none clears the budget first, so
+    switching a compressed config off needs one flag."""
+    if args.tau is not None and args.retention_ratio is not None:
+        raise ValueError("pass either --tau (paper mode) or --retention-ratio (exact budget), not both")
+    overrides: dict[str, Any] = {}
+    if args.method == "none":
+        overrides["compression.tau"] = None  # also drops retention_ratio (load_config switches budget modes)
+    flags = {
+        "model.path": args.model, "model.device": args.device, "model.dtype": args.dtype,
+        "video.frames": args.frames, "video.backend": args.backend,
+        "compression.tau": args.tau, "compression.retention_ratio": args.retention_ratio,
+        "compression.method": args.method,
+        "generation.max_new_tokens": args.max_new_tokens, "generation.temperature": args.temperature,
+    }
+    overrides.update({key: value for key, value in flags.items() if value is not None})
+    return overrides
+
+
+def format_report(report: InferenceReport) -> str:
+    """The human-readable report: the answer first, then what compression did and what it cost."""
+    t = report.timings_ms
+    newline = f"+ {report.newline_tokens} newline token(s) added" if report.newline_tokens else "no newline token"
+    taus = f"spatial {_num(report.tau_spatial)}, temporal {_num(report.tau_temporal)}"
+    memory_kind = "CUDA max allocated" if report.peak_memory_kind == "cuda_max_allocated" else "process RSS peak"
+    lines = [
+        report.answer,
+        "",
+        f"checkpoint   {report.checkpoint} ({report.device}, {report.dtype}; loaded in {report.load_ms:.0f} ms)",
+        f"frames       {report.frames} sampled of {report.total_frames} ({report.video_backend}; indices "
+        f"{_indices(report.frame_indices)})",
+        f"tokens       {report.tokens_before} before ({report.frames} x {report.tokens_per_frame}) -> "
+        f"{report.tokens_after} after, {report.retention:.1%} retained ({report.method}; {newline})",
+        f"tau          {taus}",
+        "time (ms)    " + " | ".join(f"{name} {t[name]:.1f}" for name in STAGES)
+        + f"  ({report.new_tokens} new tokens)",
+        f"peak memory  {report.peak_memory_mb:.0f} MB ({memory_kind})",
+    ]
+    if report.video_note:
+        lines.append(f"video note   {report.video_note}")
+    if report.visualization:
+        lines.append(f"picture      {report.visualization}")
+    return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def _indices(indices: list[int], limit: int = 12) -> str:
+    shown = ", ".join(str(i) for i in indices[:limit])
+    return f"[{shown}{', ...' if len(indices) > limit else ''}]"
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags, run, print. Exit 0 on success, 2 on a bad input (video, checkpoint, config), one line each."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    video = args.video if args.video is not None else DEFAULT_VIDEO
+    try:
+        config = load_config(resolve_config_path(args.config), overrides_from_args(args))
+        if args.video is None and not DEFAULT_VIDEO.is_file():
+            raise FileNotFoundError(f"the demo clip {DEFAULT_VIDEO} is missing; pass --video PATH, or recreate it "
+                                    f"with `python -m llava.demo_clip {DEFAULT_VIDEO}`")
+        report = run_inference(config, video, args.question, visualize=args.visualize)
+    except CheckpointError as err:
+        if args.debug:
+            raise
+        print(f"error: {_one_line(err)} -- to use a local copy pass --model /path/to/checkpoint "
+              f"(see checkpoints/README.md) {DEBUG_HINT}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, OSError, ImportError) as err:
+        if args.debug:
+            raise
+        print(f"error: {_one_line(err)} {DEBUG_HINT}", file=sys.stderr)
+        return 2
+    if report.warning:
+        print(f"WARNING: {report.warning}", file=sys.stderr)
+    print(json.dumps(report.to_dict()) if args.json else format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
