@@ -8,6 +8,12 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from enum import Enum, auto
+from typing import Any
+
+import torch
+
+from llava.constants import DEFAULT_IMAGE_TOKEN
+from llava.mm_utils import tokenizer_image_token
 
 
 class SeparatorStyle(Enum):
@@ -57,3 +63,14 @@ conv_templates: dict[str, Conversation] = {
     "qwen_2": conv_qwen,
     "qwen_2_5": conv_qwen_2_5,
 }
+
+
+def video_prompt_ids(question: str, tokenizer: Any, template: str = "qwen_2") -> torch.Tensor:
+    """The chat prompt for one video and a question -> ids [L] with IMAGE_TOKEN_INDEX where the video goes.
+
+    `<image>\n` before the question, as LLaVA-NeXT's demos and lmms-eval's OneVision model build it.
+    """
+    conv = conv_templates[template].copy()
+    conv.append_message(conv.roles[0], f"{DEFAULT_IMAGE_TOKEN}\n{question}")
+    conv.append_message(conv.roles[1], None)
+    return tokenizer_image_token(conv.get_prompt(), tokenizer, return_tensors="pt")

@@ -36,9 +36,8 @@ import torch
 
 from llava.compression import METHODS, CompressionConfig, CompressionResult, compress
 from llava.config import RunConfig, config_to_dict, load_config
-from llava.constants import DEFAULT_IMAGE_TOKEN, TINY_MARKER
-from llava.conversation import conv_templates
-from llava.mm_utils import tokenizer_image_token
+from llava.constants import TINY_MARKER
+from llava.conversation import video_prompt_ids
 
 if TYPE_CHECKING:
     from llava.video import VideoFrames
@@ -50,7 +49,6 @@ CONFIG_DIR = REPO_ROOT / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "llava-ov-0.5b-scissor.yaml"
 DEFAULT_VIDEO = REPO_ROOT / "assets" / "demo.mp4"
 DEFAULT_QUESTION = "Describe this video."
-CONV_TEMPLATE = "qwen_2"  # every OneVision / LLaVA-Scissor checkpoint is evaluated with it (ecosystem.md 2.1, 4)
 STAGES = ("decode", "vision", "compression", "prefill", "generate")
 # config.json key that tiny random test checkpoints carry; older ones are recognised by their tiny tower.
 RANDOM_WARNING = (
@@ -199,14 +197,6 @@ class StageClock:
         self.ms[name] = (time.perf_counter() - start) * 1000.0
 
 
-def build_prompt_ids(question: str, tokenizer: Any) -> torch.Tensor:
-    """The qwen_2 chat prompt with one `<image>` before the question -> ids [L] with IMAGE_TOKEN_INDEX."""
-    conv = conv_templates[CONV_TEMPLATE].copy()
-    conv.append_message(conv.roles[0], f"{DEFAULT_IMAGE_TOKEN}\n{question}")
-    conv.append_message(conv.roles[1], None)
-    return tokenizer_image_token(conv.get_prompt(), tokenizer, return_tensors="pt")
-
-
 def encode_video(model: Any, processor: Any, frames: Any) -> torch.Tensor:
     """uint8 frames [F, H, W, 3] -> pooled visual features [F, T, D] (tower + projector + pool)."""
     from llava.model.modeling import pool_frames
@@ -304,7 +294,7 @@ def _model_stages(loaded: LoadedModel, compression: CompressionConfig, decoded: 
         result = compress(pooled, compression)  # tokens (K, D), assignment (F, T)
     with clock.stage("prefill"):
         block = model.add_newline(result.tokens, pooled.shape[0], compression.method != "none")  # (K [+1], D)
-        ids = build_prompt_ids(question, loaded.tokenizer)  # (L,)
+        ids = video_prompt_ids(question, loaded.tokenizer)  # (L,)
         packed = pack_inputs(split_rows(ids, None), [block], model.language_model.get_input_embeddings())
         first_logits, cache = prefill(model.language_model, packed)
     with clock.stage("generate"):
