@@ -18,6 +18,7 @@ from PIL import Image
 from llava import infer
 from llava.compression import CompressionConfig
 from llava.config import load_config
+from llava.conversation import video_prompt_ids
 from llava.infer import STAGES, build_parser, load_for_run, main, overrides_from_args, run_inference
 from llava.visualize import draw_assignment_grid, grid_size, palette, shown_frames
 
@@ -105,7 +106,7 @@ def test_stepwise_decoding_matches_model_generate(loaded, tiny_original_dir: Pat
     saved = model.compression
     model.compression = CompressionConfig(method="scc", retention_ratio=0.25)
     try:
-        ids = infer.build_prompt_ids("Describe this video.", tokenizer)
+        ids = video_prompt_ids("Describe this video.", tokenizer)
         out = model.generate(ids[None], images=[pixels], modalities=["video"], do_sample=False, max_new_tokens=6)
     finally:
         model.compression = saved
