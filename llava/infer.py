@@ -484,8 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as err:
         if args.debug:
             raise
-        print(f"error: {_one_line(err)} -- to use a local copy pass --model /path/to/checkpoint "
-              f"(see checkpoints/README.md) {DEBUG_HINT}", file=sys.stderr)
+        print(f"error: {_one_line(err)} (with --model DIR; checkpoints/README.md) {DEBUG_HINT}", file=sys.stderr)
         return 2
     except (ValueError, TypeError, OSError, ImportError) as err:
         if args.debug:

@@ -78,10 +78,11 @@ def resolve_checkpoint(model_path: str | Path, revision: str | None = None) -> P
     try:
         return Path(snapshot_download(name, revision=revision, allow_patterns=HUB_PATTERNS))
     except (HfHubHTTPError, HFValidationError, LocalEntryNotFoundError, OSError) as err:
+        reason = str(err).split("\n")[0][:160]
         raise ValueError(
             f"checkpoint {name!r} is not a local directory and could not be fetched from the Hugging Face hub "
-            f"({type(err).__name__}: {err}). When offline, download it elsewhere "
-            f"(`huggingface-cli download {name} --local-dir DIR`) and pass DIR as model_path"
+            f"({type(err).__name__}: {reason}); download it where there is network (`hf download {name} "
+            "--local-dir DIR`) and pass DIR instead of the hub id"
         ) from err
 
 
