@@ -217,7 +217,7 @@ def test_non_video_file(capsys, tiny_original_dir: Path, tmp_path: Path) -> None
 
 def test_missing_checkpoint_dir(capsys, video_path: Path, tmp_path: Path) -> None:
     missing = tmp_path / "no-checkpoint"
-    assert_one_line_error(capsys, main(cli_args(missing, video_path)), str(missing), "--model /path")
+    assert_one_line_error(capsys, main(cli_args(missing, video_path)), str(missing), "--model DIR")
 
 
 def test_unreachable_hub_checkpoint(capsys, monkeypatch, video_path: Path) -> None:
@@ -229,7 +229,7 @@ def test_unreachable_hub_checkpoint(capsys, monkeypatch, video_path: Path) -> No
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     code = main(["--video", str(video_path), "--model", "someone/llava-onevision-x", "--device", "cpu"])
-    assert_one_line_error(capsys, code, "someone/llava-onevision-x", "--model /path", "could not be fetched")
+    assert_one_line_error(capsys, code, "someone/llava-onevision-x", "--model DIR", "could not be fetched")
 
 
 def test_bad_config_values(capsys, tiny_original_dir: Path, video_path: Path, tmp_path: Path) -> None:
