@@ -337,3 +337,13 @@ def test_bad_features_raise(features: torch.Tensor, message: str) -> None:
 def test_bad_config_raises(kwargs: dict, message: str) -> None:
     with pytest.raises((ValueError, TypeError), match=message):
         CompressionConfig(**kwargs)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("config", [CompressionConfig(tau=0.9), CompressionConfig(retention_ratio=0.1)], ids=str)
+def test_cuda_matches_cpu(config: CompressionConfig) -> None:
+    """Same partition and count on the GPU; tokens equal up to float32 matmul rounding."""
+    features = clustered_video(8, 49, 64, 6, 0.5, seed=3)
+    cpu, gpu = compress(features, config), compress(features.cuda(), config)
+    assert gpu.tokens.device.type == "cuda" and gpu.stats.tokens_out == cpu.stats.tokens_out
+    torch.testing.assert_close(gpu.tokens.cpu(), cpu.tokens, atol=1e-4, rtol=0)
