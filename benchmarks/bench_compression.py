@@ -31,13 +31,21 @@ from llava.compression import CompressionConfig, compress  # noqa: E402
 
 
 def median_ms(repeats: int, fn, *args) -> float:
-    fn(*args)  # warm-up
-    times = []
+    return interleaved_ms(repeats, (fn, *args))[0]
+
+
+def interleaved_ms(repeats: int, *calls: tuple) -> list[float]:
+    """Median ms of each call (fn, *args), the calls alternating within every repeat so that machine noise
+    hits all of them alike and their ratios stay meaningful."""
+    for fn, *args in calls:
+        fn(*args)  # warm-up
+    times: list[list[float]] = [[] for _ in calls]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn(*args)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        for slot, (fn, *args) in zip(times, calls, strict=True):
+            start = time.perf_counter()
+            fn(*args)
+            slot.append((time.perf_counter() - start) * 1000)
+    return [statistics.median(slot) for slot in times]
 
 
 # ------------------------------------------------------------------ the straightforward implementation
@@ -100,7 +108,7 @@ def similarity_floor(features: torch.Tensor, spatial_count: int, kept_count: int
 
 
 def run(dims: list[int], repeats: int) -> None:
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {repeats}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {repeats} interleaved runs")
     header = ("| D | mode | tokens out (%) | ours ms | floor ms | ours/floor | naive ms | naive/ours | tau-mode ms "
               "| ratio/tau |")
     print(header)
@@ -111,17 +119,21 @@ def run(dims: list[int], repeats: int) -> None:
         for tau in (0.8, 0.9, 0.95):
             config = CompressionConfig(tau=tau)
             stats = compress(features, config).stats
-            ours = median_ms(repeats, compress, features, config)
-            floor = median_ms(repeats, similarity_floor, features, stats.tokens_spatial, stats.tokens_out)
+            ours, floor = interleaved_ms(
+                repeats, (compress, features, config),
+                (similarity_floor, features, stats.tokens_spatial, stats.tokens_out),
+            )
             naive = median_ms(max(1, repeats // 3), naive_compress, features, tau)
             print(f"| {dim} | tau {tau} | {stats.tokens_out} ({100 * stats.tokens_out / n:.1f}) | {ours:.0f} | "
                   f"{floor:.0f} | {ours / floor:.2f} | {naive:.0f} | {naive / ours:.1f} | - | - |")
         for ratio in (0.35, 0.10, 0.05):
             config = CompressionConfig(retention_ratio=ratio)
             stats = compress(features, config).stats
-            ours = median_ms(repeats, compress, features, config)
-            floor = median_ms(repeats, similarity_floor, features, stats.tokens_spatial, stats.tokens_out)
-            tau_ms = median_ms(repeats, compress, features, CompressionConfig(tau=stats.tau_spatial))
+            ours, floor, tau_ms = interleaved_ms(
+                repeats, (compress, features, config),
+                (similarity_floor, features, stats.tokens_spatial, stats.tokens_out),
+                (compress, features, CompressionConfig(tau=stats.tau_spatial)),
+            )
             print(f"| {dim} | r {ratio} (tau {stats.tau_spatial:.3f}/{stats.tau_temporal:.3f}) | "
                   f"{stats.tokens_out} ({100 * stats.tokens_out / n:.1f}) | {ours:.0f} | {floor:.0f} | "
                   f"{ours / floor:.2f} | - | - | {tau_ms:.0f} | {ours / tau_ms:.2f} |")
