@@ -36,10 +36,6 @@ def similarity(x_unit: Tensor) -> Tensor:
     return (x_unit @ x_unit.transpose(-1, -2)).clamp_(-1.0, 1.0)
 
 
-def cosine_similarity(x: Tensor) -> Tensor:
-    """[B, M, D] any float dtype -> [B, M, M] float32 cosine similarity in [-1, 1]."""
-    return similarity(unit(x))
-
 
 def union_labels(num_nodes: int, u: Tensor, v: Tensor) -> Tensor:
     """Connected components of the edge list (u, v) over `num_nodes` nodes -> [num_nodes] label = the smallest
@@ -70,15 +66,12 @@ class Forest:
     """What Boruvka found on B independent graphs of M nodes each.
 
     labels: [B, M] component of each node (dense per graph: 0 .. count-1, in no particular order).
-    counts: [B] number of components per graph.
     degree: [B, M] int32 number of edges of each node in the input table (self excluded); zeros unless asked.
-    edge_batch, edge_weight: [E] graph and similarity of every forest edge taken.
+    edge_weight: [E] similarity of every forest edge taken (all graphs together).
     """
 
     labels: Tensor
-    counts: Tensor
     degree: Tensor
-    edge_batch: Tensor
     edge_weight: Tensor
 
 
@@ -99,7 +92,7 @@ def boruvka(table: Tensor, max_merges: int | None = None, with_degree: bool = Fa
     counts = torch.zeros(B, dtype=torch.long, device=device)  # (B,) labels handed out per graph
     valid = torch.ones(B, M, dtype=torch.bool, device=device)  # (B, C) slot holds a live component
     degree = None
-    taken_batch, taken_weight = [], []
+    taken_weight = []
     budget = max_merges
     while True:
         live = table.amax(dim=-1) > _NONE  # (B, C) components with an outgoing edge
@@ -120,7 +113,6 @@ def boruvka(table: Tensor, max_merges: int | None = None, with_degree: bool = Fa
         if budget is not None:
             batch, src, dst, w = _strongest(budget, batch, src, dst, w)
             budget -= w.numel()
-        taken_batch.append(batch)
         taken_weight.append(w)
         C = weight.shape[1]
         merged = union_labels(B * C, batch * C + src, batch * C + dst).view(B, C)
@@ -128,13 +120,10 @@ def boruvka(table: Tensor, max_merges: int | None = None, with_degree: bool = Fa
         new_c = valid.shape[1]
         comp = torch.cat([slot, slot.new_full((B, 1), new_c)], dim=1).gather(1, comp)
         table = contract(table, slot, new_c)
-    empty = torch.zeros(0, device=device)
     return Forest(
         labels=labels,
-        counts=counts,
         degree=degree if degree is not None else torch.zeros(B, M, dtype=torch.int32, device=device),
-        edge_batch=torch.cat(taken_batch) if taken_batch else empty.long(),
-        edge_weight=torch.cat(taken_weight) if taken_weight else empty,
+        edge_weight=torch.cat(taken_weight) if taken_weight else torch.zeros(0, device=device),
     )
 
 
@@ -262,9 +251,7 @@ def tiled_boruvka(
         comp = new_id[comp]
     return Forest(
         labels=comp[None],
-        counts=torch.tensor([C], device=device),
         degree=(degree if degree is not None else torch.zeros(M, dtype=torch.int32, device=device))[None],
-        edge_batch=torch.zeros(sum(w.numel() for w in taken), dtype=torch.long, device=device),
         edge_weight=torch.cat(taken) if taken else torch.zeros(0, device=device),
     )
 
