@@ -351,3 +351,25 @@ def test_cuda_matches_cpu(config: CompressionConfig) -> None:
     cpu, gpu = compress(features, config), compress(features.cuda(), config)
     assert gpu.tokens.device.type == "cuda" and gpu.stats.tokens_out == cpu.stats.tokens_out
     torch.testing.assert_close(gpu.tokens.cpu(), cpu.tokens, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("tiled", [False, True], ids=["dense", "tiled"])
+def test_ratio_cut_equals_scipy_single_linkage(monkeypatch: pytest.MonkeyPatch, tiled: bool) -> None:
+    """The temporal cut at exactly k is single-linkage clustering (distance 1 - cos) cut into k clusters."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    if tiled:
+        monkeypatch.setattr(scc_module, "DENSE_LIMIT", 8)
+    g = torch.Generator().manual_seed(4)
+    for trial in range(12):
+        tokens = torch.randn(int(torch.randint(12, 90, (1,), generator=g)), 6, generator=g)
+        graph = scc_module.TemporalGraph(tokens)
+        k = int(torch.randint(1, tokens.shape[0] + 1, (1,), generator=g))
+        labels, _, _ = scc_module.cut_tree(graph, graph.tree_weights(), k)
+        distance = 1.0 - cosine_similarity(tokens[None].double())[0].numpy()
+        np.fill_diagonal(distance, 0.0)
+        ref = fcluster(linkage(squareform(distance, checks=False), "single"), k, "maxclust")
+        ours = labels.numpy()
+        assert ours.max() + 1 == k
+        assert ((ref[:, None] == ref[None, :]) == (ours[:, None] == ours[None, :])).all(), trial
