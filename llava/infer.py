@@ -8,7 +8,7 @@ library part: quiet (logging only), every stage run and timed on its own so the 
     vision       frames -> pixels (resize, normalise) -> SigLIP + projector -> pool [F, T, D]
     compression  [F, T, D] -> [K, D] + assignment [F, T]               (llava.compression)
     prefill      prompt with the K visual tokens -> first logits + KV cache (one forward)
-    generate     the remaining tokens, one cached decode step each (greedy, or sampling with temperature/top_p)
+    generate     the remaining tokens (transformers' generation with the KV cache: greedy, or temperature/top_p)
 
 The stages are the model's own methods (`encode_frames`, `add_newline`) and functions (`pool_frames`, `compress`,
 `pack_inputs`), called in the order `model.generate` calls them, so the answer is the one `model.generate` gives
@@ -19,7 +19,6 @@ OSError subclasses naming the problem; `main` prints them as one line and exits 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import math
@@ -183,17 +182,17 @@ class StageClock:
         self.device = device
         self.ms: dict[str, float] = {}
 
-    def _sync(self) -> None:
+    def sync(self) -> None:
         if self.device.type == "cuda":  # every GPU: a model spread by device_map="auto" works on several
             for i in range(torch.cuda.device_count()):
                 torch.cuda.synchronize(i)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        self._sync()
+        self.sync()
         start = time.perf_counter()
         yield
-        self._sync()
+        self.sync()
         self.ms[name] = (time.perf_counter() - start) * 1000.0
 
 
@@ -205,54 +204,43 @@ def encode_video(model: Any, processor: Any, frames: Any) -> torch.Tensor:
     return pool_frames(model.encode_frames(pixel_values), model.config.pool_mode)  # (F, T, D)
 
 
-def pick_token(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
-    """Next token from logits [1, V]: argmax at temperature 0, else nucleus sampling (top_p) at `temperature`."""
-    if temperature == 0:
-        return int(logits.argmax(-1))
-    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (1, V)
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)  # (1, V)
-        outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the smallest prefix reaching top_p
-        probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
-    return int(torch.multinomial(probs, 1, generator=generator))
+class _PrefillMark:
+    """A logits processor that only notes when generation first needs one: the prompt's forward pass (prefill)
+    is done then, so generation splits into prefill and decode time without re-implementing the decode loop."""
+
+    def __init__(self, clock: StageClock) -> None:
+        self.clock = clock
+        self.at: float | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.at is None:
+            self.clock.sync()
+            self.at = time.perf_counter()
+        return scores
 
 
-def cache_name(language_model: Any) -> str:
-    """The KV-cache argument and output field: transformers renamed `past_key_values` to `cache` in 5.x."""
-    return "cache" if "cache" in inspect.signature(type(language_model).forward).parameters else "past_key_values"
+def generate_timed(model: Any, packed: Any, config: RunConfig, clock: StageClock) -> list[int]:
+    """transformers' generation (KV cache, greedy or temperature / top_p sampling, stop on the model's stop ids)
+    from the packed prompt; records `prefill` (up to the first logits) and `generate` (the rest) on `clock`."""
+    from transformers import LogitsProcessorList
 
-
-def prefill(language_model: Any, packed: Any) -> tuple[torch.Tensor, Any]:
-    """One forward over the whole prompt: logits of the last position [1, V] and the KV cache."""
-    out = language_model(
-        inputs_embeds=packed.inputs_embeds, attention_mask=packed.attention_mask,
-        position_ids=packed.position_ids, use_cache=True, logits_to_keep=1,
-    )
-    return out.logits[:, -1], getattr(out, cache_name(language_model))
-
-
-def decode_steps(
-    model: Any, first_logits: torch.Tensor, cache: Any, packed: Any, config: RunConfig
-) -> list[int]:
-    """Generate with the KV cache, one token per step, until a stop token or max_new_tokens (stop not kept)."""
     gen = config.generation
-    lm = model.language_model
-    embed = lm.get_input_embeddings()
-    mask, position = packed.attention_mask, packed.position_ids[:, -1:]  # (1, L), (1, 1)
-    stop, cache_key = set(model.stop_token_ids), cache_name(lm)
-    tokens: list[int] = []
-    token = pick_token(first_logits, gen.temperature, gen.top_p, None)
-    while token not in stop and len(tokens) < gen.max_new_tokens:
-        tokens.append(token)
-        if len(tokens) == gen.max_new_tokens:
-            break
-        mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)  # (1, L + n)
-        position = position + 1  # (1, 1)
-        step = embed(torch.tensor([[token]], device=embed.weight.device))  # (1, 1, D)
-        out = lm(inputs_embeds=step, attention_mask=mask, position_ids=position, use_cache=True, **{cache_key: cache})
-        cache = getattr(out, cache_key)
-        token = pick_token(out.logits[:, -1], gen.temperature, gen.top_p, None)
-    return tokens
+    sampling = {"do_sample": True, "temperature": gen.temperature, "top_p": gen.top_p} if gen.temperature else {
+        "do_sample": False}
+    mark = _PrefillMark(clock)
+    stop = model.stop_token_ids or None
+    clock.sync()
+    start = time.perf_counter()
+    out = model.language_model.generate(
+        inputs_embeds=packed.inputs_embeds, attention_mask=packed.attention_mask, max_new_tokens=gen.max_new_tokens,
+        eos_token_id=stop, pad_token_id=stop[0] if stop else None, logits_processor=LogitsProcessorList([mark]),
+        **sampling,
+    )  # (1, new tokens)
+    clock.sync()
+    end = time.perf_counter()
+    first = mark.at if mark.at is not None else end
+    clock.ms["prefill"], clock.ms["generate"] = (first - start) * 1000.0, (end - first) * 1000.0
+    return [t for t in out[0].tolist() if t not in (stop or [])]
 
 
 def peak_memory_mb(device: torch.device) -> tuple[float, str]:
@@ -292,13 +280,10 @@ def _model_stages(loaded: LoadedModel, compression: CompressionConfig, decoded: 
         pooled = encode_video(model, loaded.processor, decoded.frames)  # (F, T, D)
     with clock.stage("compression"):
         result = compress(pooled, compression)  # tokens (K, D), assignment (F, T)
-    with clock.stage("prefill"):
-        block = model.add_newline(result.tokens, pooled.shape[0], compression.method != "none")  # (K [+1], D)
-        ids = video_prompt_ids(question, loaded.tokenizer)  # (L,)
-        packed = pack_inputs(split_rows(ids, None), [block], model.language_model.get_input_embeddings())
-        first_logits, cache = prefill(model.language_model, packed)
-    with clock.stage("generate"):
-        answer_ids = decode_steps(model, first_logits, cache, packed, config)
+    block = model.add_newline(result.tokens, pooled.shape[0], compression.method != "none")  # (K [+1], D)
+    ids = video_prompt_ids(question, loaded.tokenizer)  # (L,)
+    packed = pack_inputs(split_rows(ids, None), [block], model.language_model.get_input_embeddings())
+    answer_ids = generate_timed(model, packed, config, clock)
     newline_tokens = block.shape[0] - result.tokens.shape[0]
     return _Stages(decoded, tuple(pooled.shape), result, newline_tokens, answer_ids)
 

@@ -95,8 +95,8 @@ def test_uncompressed_run_keeps_every_token_and_the_newline(loaded, tiny_origina
     assert report.retention == 1.0
 
 
-def test_stepwise_decoding_matches_model_generate(loaded, tiny_original_dir: Path, video_path: Path) -> None:
-    """The timed prefill + cached decode steps give the answer `model.generate` gives (greedy)."""
+def test_timed_generation_matches_model_generate(loaded, tiny_original_dir: Path, video_path: Path) -> None:
+    """The stage-by-stage, timed run gives the answer `model.generate` gives (greedy)."""
     from llava.video import load_video
 
     config = tiny_config(tiny_original_dir, **{"compression.retention_ratio": 0.25, "generation.max_new_tokens": 6})
@@ -251,3 +251,10 @@ def test_default_video_is_the_demo_clip(capsys, tiny_original_dir: Path) -> None
     out = capsys.readouterr()
     assert code == 0 and "WARNING" in out.err and "tokens" in out.out
 
+
+
+def test_sampling_run_splits_prefill_from_generate(loaded, tiny_original_dir: Path, video_path: Path) -> None:
+    config = tiny_config(tiny_original_dir, **{"generation.temperature": 1.0, "generation.max_new_tokens": 4})
+    report = run_inference(config, video_path, "Hi", loaded=loaded)
+    assert 1 <= report.new_tokens <= 4
+    assert report.timings_ms["prefill"] > 0 and report.timings_ms["generate"] >= 0
