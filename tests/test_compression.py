@@ -373,3 +373,12 @@ def test_ratio_cut_equals_scipy_single_linkage(monkeypatch: pytest.MonkeyPatch, 
         ours = labels.numpy()
         assert ours.max() + 1 == k
         assert ((ref[:, None] == ref[None, :]) == (ours[:, None] == ours[None, :])).all(), trial
+
+
+def test_autocast_does_not_lower_similarity_precision() -> None:
+    """Callers may run the model under autocast; the compressor's similarities must stay float32."""
+    features = clustered_video(4, 25, 16, 5, 0.5, seed=1)
+    reference = compress(features, CompressionConfig(tau=0.9))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        result = compress(features, CompressionConfig(tau=0.9))
+    assert torch.equal(result.tokens, reference.tokens)

@@ -77,7 +77,8 @@ def compress(features: Tensor, config: CompressionConfig) -> CompressionResult:
     check_features(features)
     start = time.perf_counter()
     F, T, _ = features.shape
-    out = COMPRESSORS[config.method](features.float(), config)
+    with torch.autocast(device_type=features.device.type, enabled=False):  # similarities stay float32
+        out = COMPRESSORS[config.method](features.float(), config)
     tokens = out.tokens.to(features.dtype)
     if tokens.is_cuda:
         torch.cuda.synchronize(tokens.device)
