@@ -4,6 +4,9 @@ Gaussian noise would make every token its own component at any useful tau; real 
 regions (objects, background) that move slowly and look alike from frame to frame. Here each frame is a 14x14
 grid split into Voronoi regions whose seeds drift; every region has a feature vector that drifts slowly in time
 and its own noise level, so tau 0.8-0.95 spans roughly 1-50% retention, as on real videos.
+
+`size_spread` > 0 gives regions of very different sizes (a power diagram: large backgrounds next to small
+objects), which makes the similarity graphs much denser.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import torch
 
 def region_video(
     frames: int = 32, grid: int = 14, dim: int = 896, regions: int = 64, noise: tuple[float, float] = (0.05, 0.4),
-    seed: int = 0,
+    size_spread: float = 0.0, seed: int = 0,
 ) -> torch.Tensor:
     """[frames, grid*grid, dim] float32 features with persistent regions; `noise` is the range of per-region
     noise levels (relative to unit-variance features)."""
@@ -26,7 +29,9 @@ def region_video(
     cells = torch.stack([ys, xs], dim=-1).view(-1, 2).float()  # (T, 2)
     t = torch.arange(frames, dtype=torch.float32)[:, None, None]
     centres = (seeds[None] + velocity[None] * t) % grid  # (F, R, 2)
-    owner = torch.cdist(cells[None].expand(frames, -1, -1), centres).argmin(dim=-1)  # (F, T)
+    noise = torch.randn(frames, grid * grid, dim, generator=g)  # (F, T, D)
+    weight = torch.empty(regions).exponential_(1.0, generator=g) * size_spread  # (R,) region size bonus
+    distance = torch.cdist(cells[None].expand(frames, -1, -1), centres) ** 2 - weight  # (F, T, R)
+    owner = distance.argmin(dim=-1)  # (F, T)
     signal = torch.gather(base[None] + drift, 1, owner[..., None].expand(-1, -1, dim))  # (F, T, D)
-    noise = torch.randn(frames, grid * grid, dim, generator=g) * noise_level[owner][..., None]
-    return signal + noise
+    return signal + noise * noise_level[owner][..., None]
