@@ -16,23 +16,28 @@ _TILE_ROWS = 4096
 def merge_into_kept(x: Tensor, kept: Tensor, x_unit: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """x [N, D] and kept [K, D] (float32) -> merged tokens [K, D] and assignment [N] (index into kept).
 
-    x_unit: x already L2-normalised, when the caller has it (saves a pass over the video's tokens).
+    `kept` is consumed: the merged tokens are accumulated into it (no second [K, D] buffer; at the 7B width each
+    one costs tens of ms of fresh-memory page faults). x_unit: x already L2-normalised, when the caller has it.
     """
     kept_n = F.normalize(kept, dim=-1)  # (K, D)
     x_unit = F.normalize(x, dim=-1) if x_unit is None else x_unit  # (N, D)
     assignment = torch.cat([(rows @ kept_n.T).argmax(dim=1) for rows in x_unit.split(_TILE_ROWS)])  # (N,)
-    sums = kept + segment_sum(x, assignment, kept.shape[0])  # (K, D)
     counts = torch.bincount(assignment, minlength=kept.shape[0]) + 1  # (K,)
-    return sums / counts[:, None].to(sums.dtype), assignment
+    merged = accumulate_rows(kept, assignment, x).div_(counts[:, None].to(x.dtype))  # (K, D), in kept's memory
+    return merged, assignment
 
 
 def segment_sum(values: Tensor, index: Tensor, size: int) -> Tensor:
-    """values [N, D] summed into [size, D] by index [N], bit-identical from run to run.
+    """values [N, D] summed into a new [size, D] by index [N]."""
+    return accumulate_rows(values.new_zeros(size, values.shape[1]), index, values)
+
+
+def accumulate_rows(out: Tensor, index: Tensor, values: Tensor) -> Tensor:
+    """out[index[i]] += values[i] in place, bit-identical from run to run.
 
     CUDA's accumulating index_put_ sorts indices (deterministic) while its index_add_ uses atomics; on CPU it is
     the other way round, so pick the deterministic kernel per device.
     """
-    out = values.new_zeros(size, values.shape[1])
     if values.is_cuda:
         return out.index_put_((index,), values, accumulate=True)
     return out.index_add_(0, index, values)

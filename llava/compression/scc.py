@@ -60,9 +60,8 @@ def ordered_means(x: Tensor, labels: Tensor, degree: Tensor) -> Tensor:
     key = N - 1 - best % N  # (C,) index of each component's highest-degree member
     rank = torch.empty_like(key).scatter_(0, torch.argsort(key), torch.arange(C, device=x.device))  # (C,)
     order = rank[labels]  # (N,) output position of each token's component
-    sums = segment_sum(x, order, C)  # (C, D)
     counts = torch.bincount(order, minlength=C)  # (C,)
-    return sums / counts[:, None].to(sums.dtype)
+    return segment_sum(x, order, C).div_(counts[:, None].to(x.dtype))  # (C, D); in place: no second [C, D]
 
 
 def sampled_nodes(B: int, M: int, epsilon: float, generator: torch.Generator, device: torch.device) -> Tensor:
