@@ -79,8 +79,8 @@ def threshold_components(
 
     Returns labels [B, M] (dense per graph) and degree [B, M]: row counts of sim > tau, self included (in the
     full graph, also in approximate mode, as the authors' code orders by it). Sparse graphs (the usual case at
-    useful taus) are joined from their edge list, two passes over the table; dense ones by Boruvka.
-    `consume=True` lets the caller's `sim` be overwritten instead of copied.
+    useful taus) are joined from their edge list; dense ones, and ones whose tokens are mostly alone (a table
+    Boruvka shrinks at once), by Boruvka. `consume=True` lets that path overwrite `sim` instead of copying it.
     """
     B, M, _ = sim.shape
     adjacency = sim > tau  # (B, M, M)
