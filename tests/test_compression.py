@@ -114,7 +114,10 @@ def test_reference_cases_are_not_vacuous() -> None:
     assert compressed >= 0.8 * len(CASES) * 4
 
 
-def test_components_equal_scipy_partition_and_order() -> None:
+@pytest.mark.parametrize("edge_list", [False, True], ids=["boruvka", "edge-list"])
+def test_components_equal_scipy_partition_and_order(monkeypatch: pytest.MonkeyPatch, edge_list: bool) -> None:
+    """Both ways of finding components (edge list for sparse graphs, Boruvka for dense) equal scipy's."""
+    monkeypatch.setattr(scc_module, "_use_edge_list", lambda adjacency: edge_list)
     g = torch.Generator().manual_seed(1)
     for trial in range(30):
         M = int(torch.randint(2, 80, (1,), generator=g))
