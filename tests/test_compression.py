@@ -231,9 +231,13 @@ def test_approximate_equals_exact_below_sampling_threshold() -> None:
     assert torch.equal(exact.tokens, approx.tokens)
 
 
-def test_approximate_components_match_reference_on_the_same_sample() -> None:
+@pytest.mark.parametrize("edge_list", [False, True], ids=["boruvka", "edge-list"])
+def test_approximate_components_match_reference_on_the_same_sample(
+    monkeypatch: pytest.MonkeyPatch, edge_list: bool
+) -> None:
     """With sampling active, components are those of the graph of edges touching a sampled node, every token in
     exactly one of them (the authors' union-find read-out can drop tokens; ours must not)."""
+    monkeypatch.setattr(scc_module, "_use_edge_list", lambda adjacency: edge_list)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 300, 4, generator=g)
     sim = cosine_similarity(x)
