@@ -10,7 +10,7 @@ library part: quiet (logging only), every stage run and timed on its own so the 
     prefill      prompt with the K visual tokens -> first logits + KV cache (one forward)
     generate     the remaining tokens (transformers' generation with the KV cache: greedy, or temperature/top_p)
 
-The stages are the model's own methods (`encode_frames`, `add_newline`) and functions (`pool_frames`, `compress`,
+The stages are the model's own methods (`pooled_features`, `add_newline`) and functions (`compress`,
 `pack_inputs`), called in the order `model.generate` calls them, so the answer is the one `model.generate` gives
 (tests check that) and the assignment is at hand for `--visualize` (llava.visualize). The video is decoded before
 the model loads, so a bad file fails at once. Errors a user can cause (video, checkpoint, config) are ValueError /
@@ -198,10 +198,8 @@ class StageClock:
 
 def encode_video(model: Any, processor: Any, frames: Any) -> torch.Tensor:
     """uint8 frames [F, H, W, 3] -> pooled visual features [F, T, D] (tower + projector + pool)."""
-    from llava.model.modeling import pool_frames
-
     pixel_values = processor.preprocess(frames, return_tensors="pt")["pixel_values"]  # (F, 3, S, S)
-    return pool_frames(model.encode_frames(pixel_values), model.config.pool_mode)  # (F, T, D)
+    return model.pooled_features(pixel_values)  # (F, T, D)
 
 
 class _PrefillMark:

@@ -100,11 +100,14 @@ class LlavaOnevisionVideoModel(nn.Module):
         newlines = newline.expand(n_frames, 1, -1)  # (F, 1, D)
         return torch.cat([frames, newlines], dim=1).flatten(0, 1)  # (F * (T + 1), D)
 
+    def pooled_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[F, 3, S, S] -> [F, T, D]: what the compressor sees (tower + projector + the checkpoint's pooling)."""
+        return pool_frames(self.encode_frames(pixel_values), self.config.pool_mode)
+
     def video_tokens(self, pixel_values: list[torch.Tensor]) -> list[torch.Tensor]:
         """One [F_i, 3, S, S] per video -> one visual block [K_i, D] per video (tower runs once on all frames)."""
         counts = [pv.shape[0] for pv in pixel_values]
-        features = self.encode_frames(torch.cat(list(pixel_values)))  # (sum F, P, D)
-        pooled = pool_frames(features, self.config.pool_mode)  # (sum F, T, D)
+        pooled = self.pooled_features(torch.cat(list(pixel_values)))  # (sum F, T, D)
         compressing = self.compression.method != "none"
         blocks, self.last_compression = [], []
         for video in torch.split(pooled, counts):  # (F_i, T, D)
