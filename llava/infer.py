@@ -1,6 +1,6 @@
 """Single-video question answering: `python -m llava.infer --video clip.mp4 --question "..."` (or `llava-infer`).
 
-Flags -> a `RunConfig` (YAML + dotted overrides, `llava.config.load_config`) -> `run_inference(config, video,
+Flags -> a `RunConfig` (YAML + dotted overrides, `llava.run_config.load_config`) -> `run_inference(config, video,
 question)` -> an `InferenceReport` -> printed (text, or one JSON object with `--json`). `run_inference` is the
 library part: quiet (logging only), every stage run and timed on its own so the report can say where time goes:
 
@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from llava.compression import METHODS, CompressionConfig, CompressionResult, compress
-from llava.config import RunConfig, config_to_dict, load_config
 from llava.constants import TINY_MARKER
 from llava.conversation import video_prompt_ids
+from llava.run_config import RunConfig, config_to_dict, load_config
 
 if TYPE_CHECKING:
     from llava.video import VideoFrames
@@ -300,7 +300,7 @@ def run_inference(
     the compression always follows `config` (its section, else the checkpoint's keys), the newline policy is
     the one the model was loaded with.
     """
-    from llava.model.config import resolve_compression
+    from llava.model.model_config import resolve_compression
     from llava.video import load_video
 
     video = Path(video)

@@ -17,9 +17,9 @@ from PIL import Image
 
 from llava import infer
 from llava.compression import CompressionConfig
-from llava.config import load_config
 from llava.conversation import video_prompt_ids
 from llava.infer import STAGES, build_parser, load_for_run, main, overrides_from_args, run_inference
+from llava.run_config import load_config
 from llava.visualize import draw_assignment_grid, grid_size, palette, shown_frames
 
 REPO = Path(__file__).resolve().parent.parent

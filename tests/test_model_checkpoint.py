@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from llava.compression import CompressionConfig
 from llava.model.builder import build_model, context_length, load_pretrained_model, zip_requested
 from llava.model.checkpoint import rename_keys, resolve_checkpoint, to_our_names
-from llava.model.config import (
+from llava.model.model_config import (
     detect_format,
     parse_bool,
     parse_model_config,

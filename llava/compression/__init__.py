@@ -2,7 +2,7 @@
 
 Knows nothing about models: the model calls `compress` once between the projector and the language model.
 """
-from .config import METHODS, CompressionConfig, CompressionResult, CompressionStats
-from .registry import COMPRESSORS, compress
+from .compressor import COMPRESSORS, compress
+from .types import METHODS, CompressionConfig, CompressionResult, CompressionStats
 
 __all__ = ["COMPRESSORS", "METHODS", "CompressionConfig", "CompressionResult", "CompressionStats", "compress"]

@@ -18,8 +18,8 @@ from torch import nn
 
 from llava.compression import CompressionConfig
 from llava.model.checkpoint import read_config, read_weights, resolve_checkpoint, to_our_names, weight_files
-from llava.model.config import ModelConfig, NewlinePolicy, parse_model_config, resolve_compression
 from llava.model.image_processor import SiglipVideoProcessor
+from llava.model.model_config import ModelConfig, NewlinePolicy, parse_model_config, resolve_compression
 from llava.model.modeling import LlavaOnevisionVideoModel
 
 logger = logging.getLogger(__name__)

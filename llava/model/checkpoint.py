@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
-from llava.model.config import CheckpointFormat, ModelConfig
+from llava.model.model_config import CheckpointFormat, ModelConfig
 
 logger = logging.getLogger(__name__)
 

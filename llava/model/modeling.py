@@ -21,7 +21,7 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM
 
 from llava.compression import CompressionConfig, CompressionStats, compress
-from llava.model.config import ModelConfig, NewlinePolicy, resolve_newline
+from llava.model.model_config import ModelConfig, NewlinePolicy, resolve_newline
 from llava.model.packing import PackedInputs, pack_inputs, split_rows
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ tokenizer built locally. The config keys and weight names are those of the real 
 1.1-1.2 for lmms-lab's LLaVA-NeXT format, 3.2-3.3 for llava-hf, including its padded vocabulary); only the sizes
 are tiny. The same seed gives the same weights in both formats, so tests can require identical logits.
 
-Original-format configs get a `vision_config` dict (our extension, see llava/model/config.py): real checkpoints
+Original-format configs get a `vision_config` dict (our extension, see llava/model/model_config.py): real checkpoints
 use the fixed so400m tower, tiny ones must declare theirs.
 
 Command line: `python -m llava.testing.tiny_checkpoint OUT_DIR --format original|hf [--seed N] [--tied]`.
@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 
 from llava.constants import TINY_MARKER
 from llava.model.checkpoint import HF_KEY_MAP, ORIGINAL_KEY_MAP, SAFETENSORS_INDEX
-from llava.model.config import HF_ADDED_TOKENS, HF_PAD_MULTIPLE, parse_model_config
+from llava.model.model_config import HF_ADDED_TOKENS, HF_PAD_MULTIPLE, parse_model_config
 
 logger = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .config import METHODS, CompressionConfig, CompressionResult, CompressionStats
 from .merge import merge_into_kept
 from .scc import SCCOutput, scc_ratio, scc_tau
 from .selectors import l2norm_indices, random_indices, uniform_indices
+from .types import METHODS, CompressionConfig, CompressionResult, CompressionStats
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from llava.config import RunConfig, config_to_dict, load_config
+from llava.run_config import RunConfig, config_to_dict, load_config
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
