@@ -7,6 +7,8 @@ setup(
     description="LLaVA-OneVision video inference with LLaVA-Scissor (SCC) token compression",
     python_requires=">=3.10",
     packages=find_packages(include=["llava", "llava.*"]),
+    # run configs and the demo clip ship inside the package, so `llava-infer --config NAME` works from a wheel
+    package_data={"llava": ["configs/*.yaml", "assets/*.mp4"]},
     install_requires=[
         "torch>=2.4",
         "transformers>=5.6",

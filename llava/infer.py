@@ -1,19 +1,19 @@
-"""Single-video question answering: `python -m llava.infer --video clip.mp4 --question "..."` (or `llava-infer`).
+"""Video question answering: `python -m llava.infer --video clip.mp4 --question "..."` (or `llava-infer`).
 
 Flags -> a `RunConfig` (YAML + dotted overrides, `llava.run_config.load_config`) -> `run_inference(config, video,
-question)` -> an `InferenceReport` -> printed (text, or one JSON object with `--json`). `run_inference` is the
-library part: quiet (logging only), every stage run and timed on its own so the report can say where time goes:
+questions)` -> an `InferenceReport` -> printed (text, or one JSON object with `--json`). `run_inference` is the
+library part: quiet (logging only). It composes the model's own stages, the ones `model.generate` composes, and
+only adds a clock around them, so its answers are `model.generate`'s by construction:
 
-    decode       video file -> uint8 frames [F, H, W, 3]               (llava.video)
-    vision       frames -> pixels (resize, normalise) -> SigLIP + projector -> pool [F, T, D]
-    compression  [F, T, D] -> [K, D] + assignment [F, T]               (llava.compression)
-    prefill      prompt with the K visual tokens -> first logits + KV cache (one forward)
-    generate     the remaining tokens (transformers' generation with the KV cache: greedy, or temperature/top_p)
+    decode       video file -> uint8 frames [F, H, W, 3]                       (llava.video)
+    vision       frames -> pixels -> model.pooled_features -> [F, T, D]
+    compression  model.compress_features -> EncodedVideo: [K, D] tokens + stats + assignment [F, T]
+    prefill      model.generate(ids, videos=[encoded]): the prompt's forward pass (first logits + KV cache)
+    generate     the remaining tokens of the same call (transformers' generation)
 
-The stages are the model's own methods (`pooled_features`, `add_newline`) and functions (`compress`,
-`pack_inputs`), called in the order `model.generate` calls them, so the answer is the one `model.generate` gives
-(tests check that) and the assignment is at hand for `--visualize` (llava.visualize). The video is decoded before
-the model loads, so a bad file fails at once. Errors a user can cause (video, checkpoint, config) are ValueError /
+The video is decoded, encoded and compressed once; each question reuses the compressed tokens (SCC does not
+look at the text), so several questions cost one vision and one compression pass. The video is decoded before the
+model loads, so a bad file fails at once. Errors a user can cause (video, checkpoint, config) are ValueError /
 OSError subclasses naming the problem; `main` prints them as one line and exits with code 2.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import math
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,20 +33,23 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from llava.compression import METHODS, CompressionConfig, CompressionResult, compress
+from llava.compression import METHODS
 from llava.constants import TINY_MARKER
 from llava.conversation import video_prompt_ids
+from llava.model.model_config import DTYPE_NAMES
 from llava.run_config import RunConfig, config_to_dict, load_config
+from llava.video import BACKENDS
 
 if TYPE_CHECKING:
+    from llava.model.modeling import EncodedVideo
     from llava.video import VideoFrames
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = REPO_ROOT / "configs"
+PACKAGE_DIR = Path(__file__).resolve().parent  # configs and the demo clip ship inside the package (wheels too)
+CONFIG_DIR = PACKAGE_DIR / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "llava-ov-0.5b-scissor.yaml"
-DEFAULT_VIDEO = REPO_ROOT / "assets" / "demo.mp4"
+DEFAULT_VIDEO = PACKAGE_DIR / "assets" / "demo.mp4"
 DEFAULT_QUESTION = "Describe this video."
 STAGES = ("decode", "vision", "compression", "prefill", "generate")
 # config.json key that tiny random test checkpoints carry; older ones are recognised by their tiny tower.
@@ -74,19 +77,31 @@ class LoadedModel:
 
 
 @dataclass
-class InferenceReport:
-    """Everything one run did: the answer, what compression did, time per stage and peak memory.
+class Answer:
+    """One question's answer and what generating it cost (the video's stages are shared, see InferenceReport)."""
 
+    question: str
+    answer: str
+    new_tokens: int
+    prefill_ms: float
+    generate_ms: float
+
+
+@dataclass
+class InferenceReport:
+    """Everything one run did: the answers, what compression did, time per stage and peak memory.
+
+    answers: one per question, in order (all from the same compressed tokens).
     frames = F frames sampled (`frame_indices` into the video's `total_frames`; `repeated_frames` when the video
     had fewer frames than requested, `video_note` says what the decoder noticed).
     tokens_before = F * T pooled tokens; tokens_after = K visual tokens sent to the LLM, newline excluded
     (`newline_tokens` says how many newline tokens were appended after them); retention = after / before.
-    timings_ms has one entry per stage in STAGES. peak_memory_kind: "cuda_max_allocated" (summed over GPUs) or
-    "process_rss_peak" (CPU: the process's maximum resident set, which includes Python and the weights).
+    timings_ms: one entry per stage in STAGES; decode, vision and compression ran once, prefill and generate are
+    summed over the questions (each Answer has its own). peak_memory_kind: "cuda_max_allocated" (summed over GPUs)
+    or "process_rss_peak" (CPU: the process's maximum resident set, which includes Python and the weights).
     """
 
-    answer: str
-    question: str
+    answers: list[Answer]
     video: str
     model: str
     checkpoint: str
@@ -108,7 +123,6 @@ class InferenceReport:
     method: str
     tau_spatial: float | None
     tau_temporal: float | None
-    new_tokens: int
     timings_ms: dict[str, float]
     load_ms: float
     peak_memory_mb: float
@@ -118,6 +132,11 @@ class InferenceReport:
     visualization: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     compression_in_effect: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def answer(self) -> str:
+        """The first (for a one-question run: the) answer."""
+        return self.answers[0].answer
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data (non-finite floats -> None, so the output is strict JSON)."""
@@ -196,15 +215,9 @@ class StageClock:
         self.ms[name] = (time.perf_counter() - start) * 1000.0
 
 
-def encode_video(model: Any, processor: Any, frames: Any) -> torch.Tensor:
-    """uint8 frames [F, H, W, 3] -> pooled visual features [F, T, D] (tower + projector + pool)."""
-    pixel_values = processor.preprocess(frames, return_tensors="pt")["pixel_values"]  # (F, 3, S, S)
-    return model.pooled_features(pixel_values)  # (F, T, D)
-
-
 class _PrefillMark:
     """A logits processor that only notes when generation first needs one: the prompt's forward pass (prefill)
-    is done then, so generation splits into prefill and decode time without re-implementing the decode loop."""
+    is done then, so one `generate` call splits into prefill and decode time without a second decode loop."""
 
     def __init__(self, clock: StageClock) -> None:
         self.clock = clock
@@ -217,28 +230,32 @@ class _PrefillMark:
         return scores
 
 
-def generate_timed(model: Any, packed: Any, config: RunConfig, clock: StageClock) -> list[int]:
-    """transformers' generation (KV cache, greedy or temperature / top_p sampling, stop on the model's stop ids)
-    from the packed prompt; records `prefill` (up to the first logits) and `generate` (the rest) on `clock`."""
-    from transformers import LogitsProcessorList
-
+def generation_kwargs(config: RunConfig) -> dict[str, Any]:
+    """The run's generation section as `generate` keywords: greedy at temperature 0, else sampling."""
     gen = config.generation
     sampling = {"do_sample": True, "temperature": gen.temperature, "top_p": gen.top_p} if gen.temperature else {
         "do_sample": False}
+    return {"max_new_tokens": gen.max_new_tokens, **sampling}
+
+
+def answer_question(loaded: LoadedModel, video: EncodedVideo, question: str, config: RunConfig,
+                    clock: StageClock) -> Answer:
+    """`model.generate` on the compressed video, timed: prefill up to the first logits, generate the rest."""
+    from transformers import LogitsProcessorList
+
+    model = loaded.model
+    ids = video_prompt_ids(question, loaded.tokenizer)  # (L,)
     mark = _PrefillMark(clock)
-    stop = model.stop_token_ids or None
     clock.sync()
     start = time.perf_counter()
-    out = model.language_model.generate(
-        inputs_embeds=packed.inputs_embeds, attention_mask=packed.attention_mask, max_new_tokens=gen.max_new_tokens,
-        eos_token_id=stop, pad_token_id=stop[0] if stop else None, logits_processor=LogitsProcessorList([mark]),
-        **sampling,
-    )  # (1, new tokens)
+    out = model.generate(ids, videos=[video], logits_processor=LogitsProcessorList([mark]),
+                         **generation_kwargs(config))  # (1, new tokens)
     clock.sync()
     end = time.perf_counter()
     first = mark.at if mark.at is not None else end
-    clock.ms["prefill"], clock.ms["generate"] = (first - start) * 1000.0, (end - first) * 1000.0
-    return [t for t in out[0].tolist() if t not in (stop or [])]
+    answer_ids = [t for t in out[0].tolist() if t not in model.stop_token_ids]
+    text = loaded.tokenizer.decode(answer_ids, skip_special_tokens=True).strip()
+    return Answer(question, text, len(answer_ids), (first - start) * 1000.0, (end - first) * 1000.0)
 
 
 def peak_memory_mb(device: torch.device) -> tuple[float, str]:
@@ -257,100 +274,77 @@ def _reset_peak_memory(device: torch.device) -> None:
 
 
 # ---- the run ------------------------------------------------------------------------------------------------
-@dataclass
-class _Stages:
-    """Intermediate results of one run (kept apart so `run_inference` stays a readable list of steps)."""
-
-    video: VideoFrames
-    pooled_shape: tuple[int, int, int]  # (F, T, D)
-    result: CompressionResult
-    newline_tokens: int
-    answer_ids: list[int]
-
-
-def _model_stages(loaded: LoadedModel, compression: CompressionConfig, decoded: VideoFrames, question: str,
-                  config: RunConfig, clock: StageClock) -> _Stages:
-    """vision -> compression -> prefill -> generate on the decoded frames, each timed by `clock`."""
-    from llava.model.packing import pack_inputs, split_rows
-
-    model = loaded.model
-    with clock.stage("vision"):
-        pooled = encode_video(model, loaded.processor, decoded.frames)  # (F, T, D)
-    with clock.stage("compression"):
-        result = compress(pooled, compression)  # tokens (K, D), assignment (F, T)
-    block = model.add_newline(result.tokens, pooled.shape[0], compression.method != "none")  # (K [+1], D)
-    ids = video_prompt_ids(question, loaded.tokenizer)  # (L,)
-    packed = pack_inputs(split_rows(ids, None), [block], model.language_model.get_input_embeddings())
-    answer_ids = generate_timed(model, packed, config, clock)
-    newline_tokens = block.shape[0] - result.tokens.shape[0]
-    return _Stages(decoded, tuple(pooled.shape), result, newline_tokens, answer_ids)
-
-
 def run_inference(
     config: RunConfig,
     video: str | Path,
-    question: str,
+    questions: str | Sequence[str],
     visualize: str | Path | None = None,
     loaded: LoadedModel | None = None,
 ) -> InferenceReport:
-    """Answer `question` about `video` with the run `config`; optionally draw the merge picture to `visualize`.
+    """Answer each question about `video` with the run `config` (the video is encoded and compressed once);
+    optionally draw the merge picture to `visualize`.
 
     The video is decoded before the model loads, so a bad file fails in milliseconds, not after a 7B load.
-    loaded: a model from `load_for_run` to reuse across calls (several questions or budgets without reloading);
-    the compression always follows `config` (its section, else the checkpoint's keys), the newline policy is
-    the one the model was loaded with.
+    loaded: a model from `load_for_run` to reuse across calls; the compression follows `config` (its section,
+    else the checkpoint's keys) per call, the newline policy is the one the model was loaded with.
     """
     from llava.model.model_config import resolve_compression
     from llava.video import load_video
 
-    video = Path(video)
+    questions = [questions] if isinstance(questions, str) else list(questions)
+    if not questions or any(not q.strip() for q in questions):
+        raise ValueError(f"every question must be non-empty text, got {questions!r}")
     clock = StageClock(torch.device("cpu"))
     with clock.stage("decode"):
-        decoded = load_video(video, config.video.frames, backend=config.video.backend)
+        decoded = load_video(Path(video), config.video.frames, backend=config.video.backend)
     loaded = loaded if loaded is not None else load_for_run(config)
     model = loaded.model
     clock.device = model.device
     _reset_peak_memory(model.device)
     compression = resolve_compression(model.config, config.compression)
     with torch.inference_mode():
-        stages = _model_stages(loaded, compression, decoded, question, config, clock)
+        with clock.stage("vision"):
+            pixels = loaded.processor.preprocess(decoded.frames, return_tensors="pt")["pixel_values"]  # (F, 3, S, S)
+            pooled = model.pooled_features(pixels, config.model.frame_batch_size)  # (F, T, D)
+        with clock.stage("compression"):
+            encoded = model.compress_features(pooled, compression)  # tokens (K [+ newline], D)
+        answers = [answer_question(loaded, encoded, q, config, clock) for q in questions]
+    clock.ms["prefill"] = sum(a.prefill_ms for a in answers)
+    clock.ms["generate"] = sum(a.generate_ms for a in answers)
     memory = peak_memory_mb(model.device)
-    picture = _draw(visualize, stages) if visualize is not None else None
-    return _report(config, loaded, video, question, stages, clock.ms, memory, picture, compression)
+    picture = _draw(visualize, decoded, encoded) if visualize is not None else None
+    return _report(config, loaded, Path(video), decoded, encoded, answers, clock.ms, memory, picture)
 
 
-def _draw(path: str | Path, stages: _Stages) -> str:
+def _draw(path: str | Path, decoded: VideoFrames, encoded: EncodedVideo) -> str:
     from llava.visualize import save_assignment_grid
 
-    stats = stages.result.stats
-    labels = [f"#{i}  video frame {idx}" for i, idx in enumerate(stages.video.indices)]
+    stats = encoded.stats
+    labels = [f"#{i}  video frame {idx}" for i, idx in enumerate(decoded.indices)]
     title = f"{stats.method}: {stats.tokens_out} of {stats.tokens_in} tokens kept ({stats.retention:.1%})"
-    assignment = stages.result.assignment.cpu().numpy()  # (F, T)
-    return str(save_assignment_grid(path, stages.video.frames, assignment, frame_labels=labels, title=title))
+    assignment = encoded.assignment.cpu().numpy()  # (F, T)
+    return str(save_assignment_grid(path, decoded.frames, assignment, frame_labels=labels, title=title))
 
 
 def _report(
-    config: RunConfig, loaded: LoadedModel, video: Path, question: str, stages: _Stages,
-    timings: dict[str, float], memory: tuple[float, str], picture: str | None, compression: CompressionConfig,
+    config: RunConfig, loaded: LoadedModel, video: Path, decoded: VideoFrames, encoded: EncodedVideo,
+    answers: list[Answer], timings: dict[str, float], memory: tuple[float, str], picture: str | None,
 ) -> InferenceReport:
-    n_frames, per_frame, _ = stages.pooled_shape
-    stats, decoded = stages.result.stats, stages.video
-    model = loaded.model
+    stats, model = encoded.stats, loaded.model
     return InferenceReport(
-        answer=loaded.tokenizer.decode(stages.answer_ids, skip_special_tokens=True).strip(),
-        question=question, video=str(video), model=config.model.path, checkpoint=str(loaded.checkpoint_dir),
+        answers=answers, video=str(video), model=config.model.path, checkpoint=str(loaded.checkpoint_dir),
         device=str(model.device), dtype=str(model.dtype).removeprefix("torch."),
-        frames=n_frames, frames_requested=config.video.frames, frame_indices=[int(i) for i in decoded.indices],
-        total_frames=int(decoded.total_frames), repeated_frames=bool(decoded.repeated_frames),
-        video_backend=decoded.backend, video_note=decoded.note or None,
-        tokens_per_frame=per_frame, tokens_before=stats.tokens_in, tokens_spatial=stats.tokens_spatial,
-        tokens_after=stats.tokens_out, newline_tokens=stages.newline_tokens, retention=stats.retention,
-        method=stats.method, tau_spatial=stats.tau_spatial, tau_temporal=stats.tau_temporal,
-        new_tokens=len(stages.answer_ids), timings_ms={name: timings[name] for name in STAGES},
+        frames=encoded.num_frames, frames_requested=config.video.frames,
+        frame_indices=[int(i) for i in decoded.indices], total_frames=int(decoded.total_frames),
+        repeated_frames=bool(decoded.repeated_frames), video_backend=decoded.backend,
+        video_note=decoded.note or None, tokens_per_frame=encoded.tokens_per_frame, tokens_before=stats.tokens_in,
+        tokens_spatial=stats.tokens_spatial, tokens_after=stats.tokens_out, newline_tokens=encoded.newline_tokens,
+        retention=stats.retention, method=stats.method, tau_spatial=stats.tau_spatial,
+        tau_temporal=stats.tau_temporal, timings_ms={name: timings[name] for name in STAGES},
         load_ms=loaded.load_ms, peak_memory_mb=memory[0], peak_memory_kind=memory[1],
         random_checkpoint=loaded.random_tiny,
         warning=RANDOM_WARNING.format(path=loaded.checkpoint_dir) if loaded.random_tiny else None,
-        visualization=picture, config=config_to_dict(config), compression_in_effect=asdict(compression),
+        visualization=picture, config=config_to_dict(config), compression_in_effect=asdict(encoded.compression),
     )
 
 
@@ -375,7 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--video", type=Path, default=None, help=f"video file (default: the demo clip {DEFAULT_VIDEO})")
-    add("--question", default=DEFAULT_QUESTION, help="question about the video (default: %(default)r)")
+    add("--question", action="append", dest="questions", metavar="QUESTION",
+        help=f"question about the video; repeat for several (the video is encoded and compressed once; default: "
+        f"{DEFAULT_QUESTION!r})")
+    add("--questions-file", type=Path, metavar="PATH", help="a text file with one question per line (added after "
+        "any --question)")
     add("--config", default=str(DEFAULT_CONFIG), help="YAML run config, or a name under configs/ (default: "
         "configs/llava-ov-0.5b-scissor.yaml)")
     add("--model", help="checkpoint directory or hub id (overrides model.path)")
@@ -383,9 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--tau", type=float, help="SCC similarity threshold in [-1, 1] (paper mode: K varies per video)")
     add("--method", choices=METHODS, help="compression method (none = keep every token)")
     add("--frames", type=int, help="frames sampled uniformly from the video (video.frames)")
-    add("--backend", choices=("auto", "decord", "pyav"), help="video decoder (video.backend)")
+    add("--backend", choices=BACKENDS, help="video decoder (video.backend)")
     add("--device", help="cpu, cuda, cuda:1 or auto (model.device)")
-    add("--dtype", choices=("auto", "float32", "bfloat16", "float16"), help="model.dtype")
+    add("--dtype", choices=DTYPE_NAMES, help="model.dtype")
+    add("--frame-batch-size", type=int, help="frames per vision-tower batch (model.frame_batch_size)")
     add("--max-new-tokens", type=int, help="generation.max_new_tokens")
     add("--temperature", type=float, help="generation.temperature (0 = greedy)")
     add("--json", action="store_true", help="print one JSON object instead of text")
@@ -405,7 +404,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         overrides["compression.tau"] = None  # also drops retention_ratio (load_config switches budget modes)
     flags = {
         "model.path": args.model, "model.device": args.device, "model.dtype": args.dtype,
-        "video.frames": args.frames, "video.backend": args.backend,
+        "model.frame_batch_size": args.frame_batch_size, "video.frames": args.frames, "video.backend": args.backend,
         "compression.tau": args.tau, "compression.retention_ratio": args.retention_ratio,
         "compression.method": args.method,
         "generation.max_new_tokens": args.max_new_tokens, "generation.temperature": args.temperature,
@@ -415,13 +414,16 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def format_report(report: InferenceReport) -> str:
-    """The human-readable report: the answer first, then what compression did and what it cost."""
+    """The human-readable report: the answers first, then what compression did and what it cost."""
     t = report.timings_ms
     newline = f"+ {report.newline_tokens} newline token(s) added" if report.newline_tokens else "no newline token"
     taus = f"spatial {_num(report.tau_spatial)}, temporal {_num(report.tau_temporal)}"
     memory_kind = "CUDA max allocated" if report.peak_memory_kind == "cuda_max_allocated" else "process RSS peak"
-    lines = [
-        report.answer,
+    several = len(report.answers) > 1
+    lines = [f"Q: {a.question}\nA: {a.answer}" if several else a.answer for a in report.answers]
+    new_tokens = sum(a.new_tokens for a in report.answers)
+    per_question = f", {len(report.answers)} questions on one encoding" if several else ""
+    lines += [
         "",
         f"checkpoint   {report.checkpoint} ({report.device}, {report.dtype}; loaded in {report.load_ms:.0f} ms)",
         f"frames       {report.frames} sampled of {report.total_frames} ({report.video_backend}; indices "
@@ -430,7 +432,7 @@ def format_report(report: InferenceReport) -> str:
         f"{report.tokens_after} after, {report.retention:.1%} retained ({report.method}; {newline})",
         f"tau          {taus}",
         "time (ms)    " + " | ".join(f"{name} {t[name]:.1f}" for name in STAGES)
-        + f"  ({report.new_tokens} new tokens)",
+        + f"  ({new_tokens} new tokens{per_question})",
         f"peak memory  {report.peak_memory_mb:.0f} MB ({memory_kind})",
     ]
     if report.video_note:
@@ -438,6 +440,19 @@ def format_report(report: InferenceReport) -> str:
     if report.visualization:
         lines.append(f"picture      {report.visualization}")
     return "\n".join(lines)
+
+
+def read_questions(args: argparse.Namespace) -> list[str]:
+    """--question (repeatable) then --questions-file lines (blank lines skipped); the default when neither."""
+    questions = list(args.questions or [])
+    if args.questions_file is not None:
+        if not args.questions_file.is_file():
+            raise FileNotFoundError(f"questions file {args.questions_file} does not exist")
+        from_file = [line.strip() for line in args.questions_file.read_text().splitlines() if line.strip()]
+        if not from_file:
+            raise ValueError(f"questions file {args.questions_file} holds no question (one per line)")
+        questions += from_file
+    return questions or [DEFAULT_QUESTION]
 
 
 def _num(value: float | None) -> str:
@@ -463,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.video is None and not DEFAULT_VIDEO.is_file():
             raise FileNotFoundError(f"the demo clip {DEFAULT_VIDEO} is missing; pass --video PATH, or recreate it "
                                     f"with `python -m llava.demo_clip {DEFAULT_VIDEO}`")
-        report = run_inference(config, video, args.question, visualize=args.visualize)
+        report = run_inference(config, video, read_questions(args), visualize=args.visualize)
     except CheckpointError as err:
         if args.debug:
             raise

@@ -15,29 +15,31 @@ from typing import Any, Literal
 import yaml
 
 from llava.compression import CompressionConfig
-
-Dtype = Literal["auto", "float32", "bfloat16", "float16"]
-Attention = Literal["auto", "sdpa", "eager", "flash_attention_2"]
-Newline = Literal["auto", "one_token", "frame", "none"]
-Backend = Literal["auto", "decord", "pyav"]
+from llava.model.model_config import FRAME_BATCH_SIZE, AttentionName, DtypeName, NewlinePolicy
+from llava.video import Backend
 
 
 @dataclass(frozen=True)
 class ModelSection:
     """path: local directory or hub id. dtype auto = bf16 on CUDA, fp32 on CPU. device auto = CUDA if present.
     newline: auto = the checkpoint's layout when not compressing (stock OneVision: one token after all frames),
-    none when compressing (as the paper's numbers were made); or force one_token / frame / none."""
+    none when compressing (as the paper's numbers were made); or force one_token / frame / none.
+    frame_batch_size: frames per vision-tower batch (peak memory grows with it, not with the video's length)."""
 
     path: str = "lmms-lab/llava-onevision-qwen2-0.5b-ov"
-    dtype: Dtype = "auto"
+    dtype: DtypeName = "auto"
     device: str = "auto"
-    attn_implementation: Attention = "auto"
-    newline: Newline = "auto"
+    attn_implementation: AttentionName = "auto"
+    newline: NewlinePolicy = "auto"
+    frame_batch_size: int = FRAME_BATCH_SIZE
 
     def __post_init__(self) -> None:
         _check_literals(self, "model")
         if not self.path:
             raise ValueError("model.path must name a checkpoint directory or hub id")
+        if isinstance(self.frame_batch_size, bool) or not isinstance(self.frame_batch_size, int) or \
+                self.frame_batch_size < 1:
+            raise ValueError(f"model.frame_batch_size must be an int >= 1, got {self.frame_batch_size!r}")
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,7 @@ The sampling rule is the one behind every published OneVision number (LLaVA-NeXT
 returned as RGB uint8 ``(F, H, W, 3)``. Videos shorter than ``num_frames`` repeat indices, as decord's
 ``get_batch`` does in those pipelines, and the result says so.
 
-decord is what the ecosystem uses, but it is unmaintained and has known failure modes (see
-/work/shared/reference/ecosystem.md section 6), guarded here:
+decord is what the ecosystem uses, but it is unmaintained and has known failure modes, guarded here:
 
 * Over-reported frame counts (dmlc/decord#373): asking ``get_batch`` for an index past the last decodable
   frame can hang forever in native code while holding the GIL, so no Python-side timeout can stop it. Before
@@ -26,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +37,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 Backend = Literal["auto", "decord", "pyav"]
-BACKENDS: tuple[str, ...] = ("auto", "decord", "pyav")
+BACKENDS: tuple[str, ...] = typing.get_args(Backend)
 _NATIVE_PREFIX = re.compile(r"^(\[[0-9:]+\] \S+:\d+: )+")
 
 

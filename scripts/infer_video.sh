@@ -1,17 +1,29 @@
 #!/usr/bin/env bash
-# Answer a question about one video: a thin wrapper over `python -m llava.infer` (all flags pass through).
+# Answer questions about one video: a thin wrapper over `python -m llava.infer` (all flags pass through).
 #
 #   bash scripts/infer_video.sh --video clip.mp4 --question "What happens?" [--retention-ratio 0.05] [--json]
-#   bash scripts/infer_video.sh            # default config on the demo clip assets/demo.mp4
+#   bash scripts/infer_video.sh --video clip.mp4 --question "Who?" --question "Where?"   # one encoding, two answers
+#   bash scripts/infer_video.sh            # default config on the demo clip llava/assets/demo.mp4
 #   bash scripts/infer_video.sh --help     # every flag
 #
 # Works from any directory: the repo is put on PYTHONPATH, and relative --video / --visualize paths stay
 # relative to where you run it. PYTHON=/path/to/python picks the interpreter.
+#
+# First run: if torch / transformers are missing, this installs the package into that interpreter with pip. pip
+# then picks torch for this machine: on Linux that is PyPI's default CUDA build (several GB). On a CPU-only
+# machine install the CPU build first (pip install torch --index-url https://download.pytorch.org/whl/cpu).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-python}"
 export PYTHONPATH="${ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
-if ! "${PYTHON:-python}" -c "import torch, transformers, av, yaml, safetensors" 2>/dev/null; then
-    echo "first run: installing llava-scissor and its dependencies (pip install -e ${ROOT})" >&2
-    "${PYTHON:-python}" -m pip install --quiet -e "${ROOT}"
+if ! "${PY}" -c "import torch, transformers, av, yaml, safetensors" 2>/dev/null; then
+    if "${PY}" -c "import torch" 2>/dev/null; then
+        echo "first run: installing llava-scissor's dependencies into $("${PY}" -c 'import sys; print(sys.prefix)')" \
+             "(torch $("${PY}" -c 'import torch; print(torch.__version__)') is kept)" >&2
+    else
+        echo "first run: installing llava-scissor and its dependencies, torch included (PyPI's default torch build:" \
+             "on Linux a CUDA build of several GB; Ctrl-C and install a CPU build first if you want one)" >&2
+    fi
+    "${PY}" -m pip install --progress-bar on -e "${ROOT}" >&2
 fi
-exec "${PYTHON:-python}" -m llava.infer "$@"
+exec "${PY}" -m llava.infer "$@"

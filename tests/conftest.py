@@ -40,11 +40,11 @@ def tiny_model_bundle(tiny_original_dir: Path):
 
 @pytest.fixture
 def tiny_model(tiny_model_bundle):
-    """The shared tiny model; compression and newline policy are restored after each test."""
+    """The shared tiny model; its load-time newline policy is restored after each test."""
     model = tiny_model_bundle[1]
-    compression, newline = model.compression, model.newline
+    newline = model.newline
     yield model
-    model.compression, model.newline = compression, newline
+    model.newline = newline
 
 
 def make_frames(n_frames: int, seed: int = 0, height: int = 40, width: int = 48) -> np.ndarray:

@@ -34,7 +34,7 @@ def test_authors_quick_start_runs_with_their_compression(tmp_path: Path) -> None
     text_outputs = tokenizer.batch_decode(cont, skip_special_tokens=True)[0].strip()
     # ---- what our package adds: the checkpoint's mm_zip_* keys were honoured ----
     assert isinstance(text_outputs, str) and max_length == model.config.text.max_position_embeddings
-    assert model.compression.method == "scc" and model.compression.tau == 0.9
-    assert model.compression.epsilon == 0.05
-    stats = model.last_compression[0]
+    compression = model.default_compression
+    assert compression.method == "scc" and compression.tau == 0.9 and compression.epsilon == 0.05
+    stats = model.encode_video(video[0]).stats
     assert stats.tokens_in == 16 * 16 and stats.tokens_out < stats.tokens_in

@@ -25,7 +25,7 @@ from llava.visualize import draw_assignment_grid, grid_size, palette, shown_fram
 REPO = Path(__file__).resolve().parent.parent
 FRAMES = 4
 TOKENS_PER_FRAME = 16  # tiny tower: 56 px / patch 8 = 7x7 patches -> bilinear 4x4
-JSON_KEYS = {"answer", "frames", "frame_indices", "tokens_before", "tokens_after", "retention", "timings_ms",
+JSON_KEYS = {"answers", "frames", "frame_indices", "tokens_before", "tokens_after", "retention", "timings_ms",
              "peak_memory_mb", "peak_memory_kind", "tau_spatial", "tau_temporal", "config", "checkpoint", "device",
              "warning", "newline_tokens"}
 
@@ -64,7 +64,8 @@ def loaded(tiny_original_dir: Path):
 
 
 def run_cli(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
+    """Run a command with this interpreter (PYTHON for the bash script), never whatever `python` is on PATH."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHON": sys.executable, **(env_extra or {})}
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -80,9 +81,10 @@ def test_run_inference_keeps_exactly_the_budget(loaded, tiny_original_dir: Path,
     assert report.retention == pytest.approx(report.tokens_after / n_tokens)
     assert report.frames == FRAMES and report.frame_indices == [0, 3, 7, 11]  # linspace(0, 11, 4) as ints
     assert report.newline_tokens == 0  # newline "auto" + compressing: none, as the paper ran
-    assert set(report.timings_ms) == set(STAGES) and all(t >= 0 for t in report.timings_ms.values())
-    assert report.new_tokens <= 4  # fewer if a stop token is sampled and report.peak_memory_mb > 0
-    assert report.peak_memory_kind == "process_rss_peak"
+    assert set(report.timings_ms) == set(STAGES) and all(t > 0 for t in report.timings_ms.values())
+    answer = report.answers[0]
+    assert answer.question == "What moves?" and 1 <= answer.new_tokens <= 4
+    assert report.peak_memory_kind == "process_rss_peak" and report.peak_memory_mb > 100  # weights + Python
     assert report.tau_spatial is not None and report.tau_temporal is not None
 
 
@@ -95,24 +97,55 @@ def test_uncompressed_run_keeps_every_token_and_the_newline(loaded, tiny_origina
     assert report.retention == 1.0
 
 
-def test_timed_generation_matches_model_generate(loaded, tiny_original_dir: Path, video_path: Path) -> None:
-    """The stage-by-stage, timed run gives the answer `model.generate` gives (greedy)."""
+def test_cli_api_and_reuse_paths_give_identical_answers(loaded, tiny_original_dir: Path, video_path: Path) -> None:
+    """run_inference (several questions, one encoding), `model.generate(images=...)` per question and the reuse
+    path (`encode_video` once, `generate(videos=[...])` per question) give identical tokens and answers."""
     from llava.video import load_video
 
+    compression = CompressionConfig(method="scc", retention_ratio=0.25)
     config = tiny_config(tiny_original_dir, **{"compression.retention_ratio": 0.25, "generation.max_new_tokens": 6})
-    report = run_inference(config, video_path, "Describe this video.", loaded=loaded)
+    questions = ["Describe this video.", "What colour is the square?", "Where does it go?"]
+    report = run_inference(config, video_path, questions, loaded=loaded)
     model, tokenizer = loaded.model, loaded.tokenizer
     pixels = loaded.processor.preprocess(load_video(video_path, FRAMES).frames, return_tensors="pt")["pixel_values"]
-    saved = model.compression
-    model.compression = CompressionConfig(method="scc", retention_ratio=0.25)
-    try:
-        ids = video_prompt_ids("Describe this video.", tokenizer)
-        out = model.generate(ids[None], images=[pixels], modalities=["video"], do_sample=False, max_new_tokens=6)
-    finally:
-        model.compression = saved
-    expected = [t for t in out[0].tolist() if t not in model.stop_token_ids]
-    assert report.new_tokens == len(expected)
-    assert report.answer == tokenizer.decode(expected, skip_special_tokens=True).strip()
+    encoded = model.encode_video(pixels, compression)
+    assert encoded.stats.tokens_out == report.tokens_after == round(0.25 * FRAMES * TOKENS_PER_FRAME)
+    answers = []
+    for question, got in zip(questions, report.answers, strict=True):
+        ids = video_prompt_ids(question, tokenizer)[None]
+        fresh = model.generate(ids, images=[pixels], modalities=["video"], compression=compression,
+                               do_sample=False, max_new_tokens=6)
+        reused = model.generate(ids, videos=[encoded], do_sample=False, max_new_tokens=6)
+        assert torch.equal(fresh, reused)
+        expected = [t for t in fresh[0].tolist() if t not in model.stop_token_ids]
+        assert got.question == question and got.new_tokens == len(expected)
+        assert got.answer == tokenizer.decode(expected, skip_special_tokens=True).strip()
+        answers.append(expected)
+    assert answers[0] != answers[1]  # the answers depend on the question, so the equalities above can fail
+
+
+def test_run_inference_follows_the_config_not_the_models_default(loaded, tiny_original_dir: Path,
+                                                                 video_path: Path) -> None:
+    """One loaded model, two budgets: compression is chosen per call and never stored on the model."""
+    default = loaded.model.default_compression
+    first = run_inference(tiny_config(tiny_original_dir, **{"compression.retention_ratio": 0.5}), video_path, "Hi",
+                          loaded=loaded)
+    second = run_inference(tiny_config(tiny_original_dir, **{"compression.retention_ratio": 0.1}), video_path, "Hi",
+                           loaded=loaded)
+    assert (first.tokens_after, second.tokens_after) == (32, 6)
+    assert loaded.model.default_compression is default
+
+
+def test_questions_from_flags_and_file(tmp_path: Path) -> None:
+    parse = build_parser().parse_args
+    questions = tmp_path / "q.txt"
+    questions.write_text("Who?\n\n  Where?  \n")
+    assert infer.read_questions(parse(["--question", "A?", "--question", "B?", "--questions-file", str(questions)])) \
+        == ["A?", "B?", "Who?", "Where?"]
+    assert infer.read_questions(parse([])) == [infer.DEFAULT_QUESTION]
+    (tmp_path / "empty.txt").write_text("\n \n")
+    with pytest.raises(ValueError, match="holds no question"):
+        infer.read_questions(parse(["--questions-file", str(tmp_path / "empty.txt")]))
 
 
 def test_short_video_is_noted(loaded, tiny_original_dir: Path, video_path: Path) -> None:
@@ -177,6 +210,7 @@ def test_module_prints_one_json_object(tiny_original_dir: Path, video_path: Path
     assert JSON_KEYS <= set(report) and set(report["timings_ms"]) == set(STAGES)
     assert report["tokens_before"] == FRAMES * TOKENS_PER_FRAME and report["tokens_after"] == 6
     assert report["config"]["compression"]["retention_ratio"] == 0.1
+    assert [a["question"] for a in report["answers"]] == [infer.DEFAULT_QUESTION]
     assert "meaningless" in report["warning"] and "meaningless" in result.stderr
 
 
@@ -245,16 +279,37 @@ def test_bad_config_values(capsys, tiny_original_dir: Path, video_path: Path, tm
         assert_one_line_error(capsys, main(cli_args(tiny_original_dir, video_path) + ["--device", "cuda"]), "CUDA")
 
 
-@pytest.mark.skipif(not infer.DEFAULT_VIDEO.is_file(), reason="the demo clip assets/demo.mp4 is not there yet")
 def test_default_video_is_the_demo_clip(capsys, tiny_original_dir: Path) -> None:
-    code = main(["--model", str(tiny_original_dir), "--device", "cpu", "--frames", "2", "--max-new-tokens", "1"])
+    code = main(["--model", str(tiny_original_dir), "--device", "cpu", "--frames", "2", "--max-new-tokens", "1",
+                 "--json"])
     out = capsys.readouterr()
-    assert code == 0 and "WARNING" in out.err and "tokens" in out.out
+    assert code == 0 and "WARNING" in out.err
+    assert json.loads(out.out)["video"] == str(infer.DEFAULT_VIDEO)
+
+
+def test_installed_package_runs_with_a_shipped_config_name(tiny_original_dir: Path, tmp_path: Path) -> None:
+    """A non-editable install (what `pip install .` puts in site-packages) carries the configs and the demo clip:
+    `llava-infer --config NAME` works from a directory with no source tree around."""
+    target = tmp_path / "site"
+    build = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                            "--target", str(target), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    assert (target / "llava" / "configs" / "llava-ov-7b-scissor.yaml").is_file()
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    result = run_cli([str(target / "bin" / "llava-infer"), "--config", "scissor-baseline-0.5b", "--model",
+                      str(tiny_original_dir), "--device", "cpu", "--frames", "2", "--max-new-tokens", "1", "--json"],
+                     cwd=workdir, env_extra={"PYTHONPATH": str(target)})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["video"].startswith(str(target)) and report["config"]["compression"]["retention_ratio"] == 0.35
 
 
 
 def test_sampling_run_splits_prefill_from_generate(loaded, tiny_original_dir: Path, video_path: Path) -> None:
     config = tiny_config(tiny_original_dir, **{"generation.temperature": 1.0, "generation.max_new_tokens": 4})
-    report = run_inference(config, video_path, "Hi", loaded=loaded)
-    assert report.new_tokens <= 4  # fewer if a stop token is sampled
-    assert report.timings_ms["prefill"] > 0 and report.timings_ms["generate"] >= 0
+    report = run_inference(config, video_path, ["Hi", "Why?"], loaded=loaded)
+    assert [a.question for a in report.answers] == ["Hi", "Why?"]
+    assert all(a.new_tokens <= 4 and a.prefill_ms > 0 for a in report.answers)  # fewer if a stop token is sampled
+    assert report.timings_ms["prefill"] == pytest.approx(sum(a.prefill_ms for a in report.answers))
+    assert report.timings_ms["generate"] == pytest.approx(sum(a.generate_ms for a in report.answers))

@@ -33,11 +33,10 @@ def _capture_llm_inputs(model) -> tuple[dict, torch.utils.hooks.RemovableHandle]
 
 def test_llm_receives_exactly_the_compressed_tokens(tiny_model, inputs) -> None:
     ids, pixels = inputs[0][0], inputs[1][1]
-    tiny_model.compression = SCC_QUARTER
     with torch.no_grad():
         expected = compress(pool_frames(tiny_model.encode_frames(pixels), "bilinear"), SCC_QUARTER).tokens  # (K, D)
         seen, handle = _capture_llm_inputs(tiny_model)
-        tiny_model(ids, images=[pixels], modalities=["video"])
+        tiny_model(ids, images=[pixels], modalities=["video"], compression=SCC_QUARTER)
         handle.remove()
     assert expected.shape[0] == round(0.25 * 3 * 16)
     embeds = seen["inputs_embeds"][0]  # (L', D)
@@ -46,14 +45,16 @@ def test_llm_receives_exactly_the_compressed_tokens(tiny_model, inputs) -> None:
     torch.testing.assert_close(embeds[start:start + expected.shape[0]], expected, rtol=0, atol=0)
     text = tiny_model.language_model.get_input_embeddings()(ids[start + 1:])
     torch.testing.assert_close(embeds[start + expected.shape[0]:], text, rtol=0, atol=0)
-    assert tiny_model.last_compression[0].tokens_out == expected.shape[0]
+    encoded = tiny_model.encode_video(pixels, SCC_QUARTER)
+    assert encoded.stats.tokens_out == expected.shape[0] and encoded.newline_tokens == 0
+    torch.testing.assert_close(encoded.tokens, expected, rtol=0, atol=0)
 
 
 def test_newline_can_be_forced_after_compressed_tokens(tiny_model, inputs) -> None:
     ids, pixels = inputs[0][0], inputs[1][0]
-    tiny_model.compression, tiny_model.newline = SCC_QUARTER, "one_token"
+    tiny_model.newline = "one_token"
     with torch.no_grad():
-        packed = tiny_model.prepare_inputs(ids, [pixels], ["video"])
+        packed = tiny_model.prepare_inputs(ids, [pixels], ["video"], compression=SCC_QUARTER)
     k = round(0.25 * 2 * 16)
     newline_at = int((ids == IMAGE_TOKEN_INDEX).nonzero()) + k
     assert packed.inputs_embeds.shape[1] == ids.numel() - 1 + k + 1
@@ -63,11 +64,10 @@ def test_newline_can_be_forced_after_compressed_tokens(tiny_model, inputs) -> No
 @pytest.mark.parametrize("compression", [CompressionConfig(method="none"), SCC_QUARTER])
 def test_batched_generation_equals_one_by_one(tiny_model, inputs, compression) -> None:
     ids, pixels = inputs
-    tiny_model.compression = compression
-    single = [tiny_model.generate(i, images=[p], modalities=["video"], do_sample=False, max_new_tokens=6,
-                                  eos_token_id=None)[0] for i, p in zip(ids, pixels, strict=True)]
-    batch = tiny_model.generate(ids, images=pixels, modalities=["video"] * 3, do_sample=False, max_new_tokens=6,
-                                eos_token_id=None)
+    kwargs = dict(do_sample=False, max_new_tokens=6, eos_token_id=None, compression=compression)
+    single = [tiny_model.generate(i, images=[p], modalities=["video"], **kwargs)[0]
+              for i, p in zip(ids, pixels, strict=True)]
+    batch = tiny_model.generate(ids, images=pixels, modalities=["video"] * 3, **kwargs)
     assert batch.shape == (3, 6)
     for row, alone in zip(batch, single, strict=True):
         assert torch.equal(row, alone)
@@ -143,6 +143,55 @@ def test_frame_newline_policy_adds_one_per_frame(tiny_model, inputs) -> None:
     pixels = inputs[1][1]
     tiny_model.newline = "frame"
     with torch.no_grad():
-        blocks = tiny_model.video_tokens([pixels])
-    assert blocks[0].shape[0] == 3 * (16 + 1)
-    torch.testing.assert_close(blocks[0][16::17], tiny_model.image_newline.detach().expand(3, -1))
+        block = tiny_model.encode_video(pixels, CompressionConfig(method="none")).tokens
+    assert block.shape[0] == 3 * (16 + 1)
+    torch.testing.assert_close(block[16::17], tiny_model.image_newline.detach().expand(3, -1))
+
+
+# ---- compress once, ask many times ---------------------------------------------------------------------------
+def test_batch_mixing_encoded_and_new_videos_equals_one_by_one(tiny_model, inputs) -> None:
+    """A batch may hold already encoded videos next to pixel tensors; each row equals its own run."""
+    ids, pixels = inputs
+    encoded = tiny_model.encode_video(pixels[0], SCC_QUARTER)
+    kwargs = dict(do_sample=False, max_new_tokens=5, eos_token_id=None, compression=SCC_QUARTER)
+    mixed = tiny_model.generate(ids, videos=[encoded, pixels[1], pixels[2]], **kwargs)
+    for row, (i, p) in zip(mixed, zip(ids, pixels, strict=True), strict=True):
+        assert torch.equal(row, tiny_model.generate(i, images=[p], **kwargs)[0])
+
+
+def test_one_encoding_answers_several_prompts_exactly(tiny_model, inputs) -> None:
+    """SCC does not look at the text: logits from a reused encoding equal logits from a fresh one."""
+    ids, pixels = inputs
+    encoded = tiny_model.encode_video(pixels[1], SCC_QUARTER)
+    with torch.no_grad():
+        for prompt in ids:
+            reused = tiny_model(prompt, videos=[encoded]).logits
+            fresh = tiny_model(prompt, images=[pixels[1]], compression=SCC_QUARTER).logits
+            torch.testing.assert_close(reused, fresh, rtol=0, atol=0)
+
+
+def test_compression_is_per_call_and_the_default_stays(tiny_model, inputs) -> None:
+    pixels = inputs[1][0]  # 2 frames x 16 tokens
+    default = tiny_model.default_compression
+    counts = [tiny_model.encode_video(pixels, CompressionConfig(method="scc", retention_ratio=r)).stats.tokens_out
+              for r in (0.5, 0.25, 1.0)]
+    assert counts == [16, 8, 32] and tiny_model.default_compression is default
+    assert tiny_model.encode_video(pixels).compression is default
+
+
+def test_vision_in_frame_chunks_equals_all_at_once(tiny_model, inputs) -> None:
+    pixels = inputs[1][1]  # 3 frames
+    whole = tiny_model.pooled_features(pixels, frame_batch_size=3)
+    for size in (1, 2):
+        torch.testing.assert_close(tiny_model.pooled_features(pixels, frame_batch_size=size), whole,
+                                   rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="frame_batch_size"):
+        tiny_model.pooled_features(pixels, frame_batch_size=0)
+
+
+def test_videos_and_images_are_exclusive_and_typed(tiny_model, inputs) -> None:
+    ids, pixels = inputs
+    with pytest.raises(ValueError, match="not both"):
+        tiny_model(ids[0], images=[pixels[0]], videos=[pixels[0]])
+    with pytest.raises(TypeError, match="EncodedVideo"):
+        tiny_model(ids[0], videos=["clip.mp4"])

@@ -19,14 +19,20 @@ from torch import nn
 from llava.compression import CompressionConfig
 from llava.model.checkpoint import read_config, read_weights, resolve_checkpoint, to_our_names, weight_files
 from llava.model.image_processor import SiglipVideoProcessor
-from llava.model.model_config import ModelConfig, NewlinePolicy, parse_model_config, resolve_compression
+from llava.model.model_config import (
+    ATTENTION_NAMES,
+    ModelConfig,
+    NewlinePolicy,
+    parse_model_config,
+    resolve_compression,
+)
 from llava.model.modeling import LlavaOnevisionVideoModel
 
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32, "float": torch.float32}
-ATTENTION = ("sdpa", "eager", "flash_attention_2")
+ATTENTION = tuple(name for name in ATTENTION_NAMES if name != "auto")  # "auto" is spelled None here
 NO_SPLIT = ["Qwen2DecoderLayer", "SiglipEncoderLayer"]
 DEFAULT_CONTEXT = 2048
 STOP_TOKEN = "<|im_end|>"
@@ -83,7 +89,7 @@ def build_model(
     with init_empty_weights():
         model = LlavaOnevisionVideoModel(config, None, newline, attn_implementation)
     model.load_weights(state, assign=True)
-    model.compression = resolve_compression(config, compression, zip_in_name)
+    model.default_compression = resolve_compression(config, compression, zip_in_name)
     return model.eval()
 
 
@@ -149,7 +155,8 @@ def load_pretrained_model(
     model.stop_token_ids = _stop_ids(tokenizer, model.config)
     model = place_model(model, {"": device} if device is not None else device_map)
     processor = SiglipVideoProcessor(image_size=model.config.vision.image_size)
-    logger.info("loaded %s (%s format), compression %s", checkpoint_dir, model.config.source_format, model.compression)
+    logger.info("loaded %s (%s format), default compression %s", checkpoint_dir, model.config.source_format,
+                model.default_compression)
     return tokenizer, model, processor, context_length(model.config)
 
 

@@ -1,8 +1,8 @@
-"""SigLIP preprocessing for video frames, as LLaVA-NeXT's own SigLipImageProcessor does it (ecosystem.md 1.3).
+"""SigLIP preprocessing for video frames, as LLaVA-NeXT's own SigLipImageProcessor does it.
 
 PIL bicubic resize of each frame straight to S x S (no aspect keeping, no crop), rescale by 1/255, normalise with
 mean = std = 0.5. PIL rather than torchvision: it is the resize the published numbers were made with, and
-torchvision is not a dependency (ecosystem.md 7).
+torchvision is not a dependency (its PyPI wheels are CUDA builds that replace a CPU torch).
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ key is absent. Tiny test checkpoints need it to declare their small tower.
 from __future__ import annotations
 
 import logging
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,6 +24,12 @@ logger = logging.getLogger(__name__)
 CheckpointFormat = Literal["original", "hf"]
 NewlinePosition = Literal["one_token", "frame", "none"]
 NewlinePolicy = Literal["auto", "one_token", "frame", "none"]
+DtypeName = Literal["auto", "float32", "bfloat16", "float16"]  # "auto": bf16 on CUDA, fp32 on CPU
+AttentionName = Literal["auto", "sdpa", "eager", "flash_attention_2"]  # "auto": flash-attn where it runs, else sdpa
+NEWLINE_POLICIES: tuple[str, ...] = typing.get_args(NewlinePolicy)
+DTYPE_NAMES: tuple[str, ...] = typing.get_args(DtypeName)
+ATTENTION_NAMES: tuple[str, ...] = typing.get_args(AttentionName)
+FRAME_BATCH_SIZE = 16  # frames per vision-tower batch: bounds the tower's activation memory on long videos
 PoolMode = Literal["bilinear", "average", "max"]
 
 ORIGINAL_MODEL_TYPES = ("llava", "llava_qwen", "llava_qwen_zip")

@@ -2,8 +2,9 @@
 
 `video -> SigLIP tower (last layer before post_layernorm) -> projector -> bilinear pool -> compress -> newline ->
 spliced at the <image> placeholder -> Qwen2`. Follows LLaVA-NeXT's llava_arch.py video branch and transformers'
-LlavaOnevision `get_video_features` (reference/ecosystem.md 2, 3.2); composed from SiglipVisionModel and
-Qwen2ForCausalLM, not inherited. Each stage is its own method so it can be tested, timed and swapped.
+LlavaOnevision `get_video_features`; composed from SiglipVisionModel and Qwen2ForCausalLM, not inherited. Each
+stage is its own method so every caller (generate, the CLI, evaluation, serving) composes the same ones and can
+time or reuse any of them.
 
 Shape legend: B batch, F frames, P patches per frame, T tokens per frame after pooling, K kept tokens,
 D hidden size (LLM), V vision hidden size, L text length.
@@ -13,6 +14,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,7 +24,7 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM
 
 from llava.compression import CompressionConfig, CompressionStats, compress
-from llava.model.model_config import ModelConfig, NewlinePolicy, resolve_newline
+from llava.model.model_config import FRAME_BATCH_SIZE, ModelConfig, NewlinePolicy, resolve_newline
 from llava.model.packing import PackedInputs, pack_inputs, split_rows
 
 logger = logging.getLogger(__name__)
@@ -52,11 +55,43 @@ def pool_frames(features: torch.Tensor, mode: str) -> torch.Tensor:
     return grid.flatten(2).transpose(1, 2)  # (F, T, D)
 
 
+@dataclass
+class EncodedVideo:
+    """One video encoded and compressed: the visual block that replaces a prompt's `<image>` placeholder.
+
+    SCC never looks at the text, so one block answers any number of questions exactly: encode once, then pass it
+    to `generate(..., videos=[video])` per question. tokens [K + newline_tokens, D] in the model's dtype and on
+    its device; assignment [F, T] says which kept token each pooled patch was merged into.
+    """
+
+    tokens: torch.Tensor
+    assignment: torch.Tensor
+    stats: CompressionStats
+    compression: CompressionConfig
+    newline_tokens: int
+
+    @property
+    def num_frames(self) -> int:
+        return self.assignment.shape[0]
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.assignment.shape[1]
+
+
+VideoInput = torch.Tensor | EncodedVideo
+
+
 class LlavaOnevisionVideoModel(nn.Module):
     """A LLaVA-OneVision checkpoint for video QA, drop-in for LLaVA-NeXT's `model(...)` / `model.generate(...)`.
 
-    `compression` (a CompressionConfig; method "none" keeps every token) and `newline` ("auto" / "one_token" /
-    "frame" / "none") are plain attributes: change them between calls to compare budgets on one loaded model.
+    The stages are public verbs with shape contracts, and every caller composes the same ones:
+    `pooled_features` (pixels [F, 3, S, S] -> [F, T, D]) -> `compress_features` ([F, T, D] -> EncodedVideo with
+    [K, D] tokens and stats) -> `embed_prompts` (ids + visual blocks -> padded LLM inputs) -> `prefill` (one
+    forward: logits + KV cache) / `generate_from_embeddings` (transformers' generation: prefill then decode).
+    Compression is an argument of each call (`compression=`); `default_compression` (set at load from the run
+    config or the checkpoint's keys) is used when it is left out, so one loaded model serves callers with
+    different budgets at once. `newline` is the load-time layout policy ("auto" / "one_token" / "frame" / "none").
     """
 
     def __init__(
@@ -75,18 +110,44 @@ class LlavaOnevisionVideoModel(nn.Module):
         self.language_model = AutoModelForCausalLM.from_config(
             copy.deepcopy(config.text), attn_implementation=attn_implementation
         )
-        self.compression = compression if compression is not None else CompressionConfig(method="none")
+        self.default_compression = compression if compression is not None else CompressionConfig(method="none")
         self.newline: NewlinePolicy = newline
-        self.stop_token_ids: list[int] = []
-        self.last_compression: list[CompressionStats] = []
+        self.stop_token_ids: list[int] = []  # <|im_end|> and the LM's eos, set by the loader from the tokenizer
 
-    # ---- stages -------------------------------------------------------------------------------------------
+    # ---- stage 1: pixels -> pooled features ------------------------------------------------------------------
     def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[F, 3, S, S] -> [F, P, D]: tower's last layer output before post_layernorm, then the projector."""
-        param = self.vision_tower.embeddings.patch_embedding.weight
+        """[F, 3, S, S] -> [F, P, D]: the tower's last layer before post_layernorm, then the projector.
+
+        The encoder is called directly (embeddings -> encoder) because its `last_hidden_state` is exactly that
+        layer; asking the full model for `hidden_states` would keep every layer's activations alive.
+        """
+        tower = self.vision_tower
+        param = tower.embeddings.patch_embedding.weight
         pixels = pixel_values.to(device=param.device, dtype=param.dtype)
-        hidden = self.vision_tower(pixel_values=pixels, output_hidden_states=True).hidden_states[-1]  # (F, P, V)
+        hidden = tower.encoder(inputs_embeds=tower.embeddings(pixels)).last_hidden_state  # (F, P, V)
         return self.projector(hidden.to(self.projector[0].weight.device))  # (F, P, D)
+
+    def pooled_features(self, pixel_values: torch.Tensor, frame_batch_size: int = FRAME_BATCH_SIZE) -> torch.Tensor:
+        """[F, 3, S, S] -> [F, T, D]: what the compressor sees (tower + projector + the checkpoint's pooling).
+
+        Frames go through the tower `frame_batch_size` at a time and are pooled at once, so peak memory is one
+        chunk's activations plus the pooled [F, T, D] result, linear in F (long videos fit).
+        """
+        if frame_batch_size < 1:
+            raise ValueError(f"frame_batch_size must be >= 1, got {frame_batch_size}")
+        chunks = [pool_frames(self.encode_frames(chunk), self.config.pool_mode)  # (f, T, D)
+                  for chunk in torch.split(pixel_values, frame_batch_size)]
+        return torch.cat(chunks)  # (F, T, D)
+
+    # ---- stage 2: pooled features -> compressed visual block -----------------------------------------------
+    def compress_features(self, pooled: torch.Tensor, compression: CompressionConfig | None = None) -> EncodedVideo:
+        """[F, T, D] -> EncodedVideo: `compress` with this call's config (default: `default_compression`), then
+        the newline policy."""
+        compression = compression if compression is not None else self.default_compression
+        result = compress(pooled, compression)  # tokens (K, D); method none: (F*T, D)
+        block = self.add_newline(result.tokens, pooled.shape[0], compression.method != "none")  # (K [+n], D)
+        newlines = block.shape[0] - result.tokens.shape[0]
+        return EncodedVideo(block, result.assignment, result.stats, compression, newlines)
 
     def add_newline(self, tokens: torch.Tensor, n_frames: int, compressing: bool) -> torch.Tensor:
         """[K, D] -> [K (+1 or +F), D] per the newline policy; the parameter follows the tokens' device."""
@@ -100,52 +161,89 @@ class LlavaOnevisionVideoModel(nn.Module):
         newlines = newline.expand(n_frames, 1, -1)  # (F, 1, D)
         return torch.cat([frames, newlines], dim=1).flatten(0, 1)  # (F * (T + 1), D)
 
-    def pooled_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[F, 3, S, S] -> [F, T, D]: what the compressor sees (tower + projector + the checkpoint's pooling)."""
-        return pool_frames(self.encode_frames(pixel_values), self.config.pool_mode)
+    def encode_video(
+        self, pixel_values: torch.Tensor, compression: CompressionConfig | None = None,
+        frame_batch_size: int = FRAME_BATCH_SIZE,
+    ) -> EncodedVideo:
+        """Pixels [F, 3, S, S] -> EncodedVideo, reusable for any number of questions (compress once)."""
+        return self.compress_features(self.pooled_features(pixel_values, frame_batch_size), compression)
 
-    def video_tokens(self, pixel_values: list[torch.Tensor]) -> list[torch.Tensor]:
-        """One [F_i, 3, S, S] per video -> one visual block [K_i, D] per video (tower runs once on all frames)."""
-        counts = [pv.shape[0] for pv in pixel_values]
-        pooled = self.pooled_features(torch.cat(list(pixel_values)))  # (sum F, T, D)
-        compressing = self.compression.method != "none"
-        blocks, self.last_compression = [], []
-        for video in torch.split(pooled, counts):  # (F_i, T, D)
-            result = compress(video, self.compression)  # tokens (K_i, D); method none: (F_i*T, D)
-            self.last_compression.append(result.stats)
-            blocks.append(self.add_newline(result.tokens, video.shape[0], compressing))
-        return blocks
+    def encode_videos(
+        self, videos: Sequence[VideoInput], compression: CompressionConfig | None = None
+    ) -> list[EncodedVideo]:
+        """Pixel tensors [F_i, 3, S, S] and already encoded videos, in order -> one EncodedVideo each; the pixel
+        tensors share tower batches (all their frames in one stream), encoded ones are passed through."""
+        new = [v for v in videos if not isinstance(v, EncodedVideo)]
+        encoded: list[EncodedVideo] = []
+        if new:
+            pooled = self.pooled_features(torch.cat(new))  # (sum F_i, T, D)
+            fresh = iter(self.compress_features(p, compression) for p in torch.split(pooled, [v.shape[0] for v in new]))
+            encoded = [next(fresh) if not isinstance(v, EncodedVideo) else v for v in videos]
+        return encoded or list(videos)
 
-    def prepare_inputs(
+    # ---- stage 3: prompts + visual blocks -> LLM inputs -----------------------------------------------------
+    def embed_prompts(
         self,
         input_ids: torch.Tensor | list[torch.Tensor],
-        images: list[torch.Tensor] | torch.Tensor | None = None,
-        modalities: list[str] | None = None,
+        videos: Sequence[EncodedVideo] = (),
         attention_mask: torch.Tensor | None = None,
     ) -> PackedInputs:
-        """Prompt ids (with IMAGE_TOKEN_INDEX) + videos -> left-padded embeddings, mask and positions."""
-        videos = _as_video_list(images, modalities)
-        blocks = self.video_tokens(videos) if videos else []
+        """Prompt ids (IMAGE_TOKEN_INDEX where each video goes, in order) + blocks -> left-padded embeddings
+        [B, L', D], mask and positions (L' counts the visual tokens)."""
         rows = split_rows(input_ids, attention_mask)
-        return pack_inputs(rows, blocks, self.language_model.get_input_embeddings())
+        return pack_inputs(rows, [video.tokens for video in videos], self.language_model.get_input_embeddings())
 
-    # ---- LLaVA-NeXT drop-in entry points ------------------------------------------------------------------
-    def forward(
-        self,
-        input_ids: torch.Tensor | list[torch.Tensor],
-        images: list[torch.Tensor] | torch.Tensor | None = None,
-        modalities: list[str] | None = None,
-        attention_mask: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """Logits for the packed prompt(s): an output with `.logits` [B, L', vocab] (L' counts visual tokens)."""
-        packed = self.prepare_inputs(input_ids, images, modalities, attention_mask)
+    # ---- stage 4: prefill / decode -------------------------------------------------------------------------
+    def prefill(self, packed: PackedInputs, **kwargs: Any) -> Any:
+        """One forward pass over the packed prompt: `.logits` [B, L', vocab] (and `.past_key_values`)."""
         return self.language_model(
             inputs_embeds=packed.inputs_embeds,
             attention_mask=packed.attention_mask,
             position_ids=packed.position_ids,
             **kwargs,
         )
+
+    def generate_from_embeddings(self, packed: PackedInputs, **generate_kwargs: Any) -> torch.Tensor:
+        """New token ids [B, N]: transformers' generation (prefill, then KV-cached decode; greedy or sampling;
+        the checkpoint's generation config) from the packed prompt, stopping on `stop_token_ids` unless the
+        caller gives `eos_token_id`."""
+        if self.stop_token_ids:
+            generate_kwargs.setdefault("eos_token_id", self.stop_token_ids)
+        generate_kwargs.setdefault("pad_token_id", _first(generate_kwargs.get("eos_token_id")))
+        return self.language_model.generate(
+            inputs_embeds=packed.inputs_embeds, attention_mask=packed.attention_mask, **generate_kwargs
+        )
+
+    # ---- LLaVA-NeXT drop-in entry points (compositions of the stages) ---------------------------------------
+    def prepare_inputs(
+        self,
+        input_ids: torch.Tensor | list[torch.Tensor],
+        images: list[torch.Tensor] | torch.Tensor | None = None,
+        modalities: list[str] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        videos: Sequence[VideoInput] | None = None,
+        compression: CompressionConfig | None = None,
+    ) -> PackedInputs:
+        """Prompt ids + videos (LLaVA-NeXT's `images=` pixel tensors, or `videos=` mixing EncodedVideo and
+        pixel tensors) -> packed LLM inputs."""
+        if images is not None and videos is not None:
+            raise ValueError("pass the videos as images=[pixels] (LLaVA-NeXT style) or as videos=[...], not both")
+        items = _as_video_list(images, modalities) if videos is None else _check_videos(videos)
+        return self.embed_prompts(input_ids, self.encode_videos(items, compression), attention_mask)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | list[torch.Tensor],
+        images: list[torch.Tensor] | torch.Tensor | None = None,
+        modalities: list[str] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        videos: Sequence[VideoInput] | None = None,
+        compression: CompressionConfig | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Logits for the packed prompt(s): an output with `.logits` [B, L', vocab] (L' counts visual tokens)."""
+        packed = self.prepare_inputs(input_ids, images, modalities, attention_mask, videos, compression)
+        return self.prefill(packed, **kwargs)
 
     @torch.no_grad()
     def generate(
@@ -154,24 +252,22 @@ class LlavaOnevisionVideoModel(nn.Module):
         images: list[torch.Tensor] | torch.Tensor | None = None,
         modalities: list[str] | None = None,
         attention_mask: torch.Tensor | None = None,
+        videos: Sequence[VideoInput] | None = None,
+        compression: CompressionConfig | None = None,
         **generate_kwargs: Any,
     ) -> torch.Tensor:
         """New token ids [B, N] (the prompt is not repeated, as LLaVA-NeXT's generate via inputs_embeds).
 
-        Greedy / sampling / KV cache are transformers' generation on the Qwen2 LM; stops on `stop_token_ids`
-        (`<|im_end|>` when loaded by the builder) unless `eos_token_id` is given.
+        videos: EncodedVideo (compress once, ask many times) and / or pixel tensors, one per `<image>`, in order;
+        or LLaVA-NeXT's `images=[pixels]` + `modalities=["video"]`. compression: this call's config for the
+        pixel tensors (default `default_compression`). Greedy / sampling / KV cache are transformers' generation.
         """
         input_ids = generate_kwargs.pop("input_ids", inputs)
         if input_ids is None:
             raise ValueError("generate needs input_ids (prompt ids with IMAGE_TOKEN_INDEX where <image> was)")
         generate_kwargs.pop("image_sizes", None)  # LLaVA-NeXT passes it; unused for video
-        packed = self.prepare_inputs(input_ids, images, modalities, attention_mask)
-        if self.stop_token_ids:
-            generate_kwargs.setdefault("eos_token_id", self.stop_token_ids)
-        generate_kwargs.setdefault("pad_token_id", _first(generate_kwargs.get("eos_token_id")))
-        return self.language_model.generate(
-            inputs_embeds=packed.inputs_embeds, attention_mask=packed.attention_mask, **generate_kwargs
-        )
+        packed = self.prepare_inputs(input_ids, images, modalities, attention_mask, videos, compression)
+        return self.generate_from_embeddings(packed, **generate_kwargs)
 
     def load_weights(self, state: dict[str, torch.Tensor], assign: bool = False) -> None:
         """Load tensors named as our `state_dict()`; any missing, unexpected or mis-shaped name -> ValueError."""
@@ -217,6 +313,14 @@ def _as_video_list(images: list[torch.Tensor] | torch.Tensor | None, modalities:
             "LLaVA-OneVision's video path only"
         )
     return videos
+
+
+def _check_videos(videos: Sequence[VideoInput]) -> list[VideoInput]:
+    for video in videos:
+        if not isinstance(video, EncodedVideo) and not (isinstance(video, torch.Tensor) and video.dim() == 4):
+            kind = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
+            raise TypeError(f"videos=[...] takes EncodedVideo (model.encode_video) or pixels [F, 3, S, S], got {kind}")
+    return list(videos)
 
 
 def _first(value: int | list[int] | None) -> int | None:

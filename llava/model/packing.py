@@ -1,4 +1,4 @@
-"""Put visual tokens into the prompt: the one place where they enter the LLM input (STYLE 8).
+"""Put visual tokens into the prompt: the one place where they enter the LLM input.
 
 Each IMAGE_TOKEN_INDEX in a prompt is widened to as many placeholder positions as its visual block has tokens
 (blocks may differ in length: compression keeps a different K per video), rows are LEFT padded to one length
