@@ -1,0 +1,50 @@
+"""Random-weight LLaVA-OneVision models at the real 0.5B / 7B shapes, for benchmarks (no download needed).
+
+Widths, heads and vocabularies are the checkpoints' own (Qwen2-0.5B: 896 wide, 24 layers, 14 heads / 2 KV heads,
+vocab 151936, tied head; Qwen2-7B: 3584 wide, 28 layers, 28 / 4 heads, vocab 152064; the SigLIP so400m tower
+without its last layer: 1152 wide, 26 layers, 384 px, patch 14). Depth can be reduced where a CPU run would take
+too long: per-layer cost is what scales, so a benchmark that reduces depth says so and scales by layer count.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import Qwen2Config, SiglipVisionConfig
+
+from llava.model.model_config import SO400M_VISION, ModelConfig
+from llava.model.modeling import LlavaOnevisionVideoModel
+
+
+@dataclass(frozen=True)
+class Architecture:
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    vocab_size: int
+    tie_word_embeddings: bool
+
+
+ARCHITECTURES = {
+    "0.5b": Architecture(896, 4864, 24, 14, 2, 151936, True),
+    "7b": Architecture(3584, 18944, 28, 28, 4, 152064, False),
+}
+VISION_LAYERS = SO400M_VISION["num_hidden_layers"]
+
+
+def random_model(arch: str, vision_layers: int | None = None, text_layers: int | None = None,
+                 dtype: torch.dtype = torch.float32, seed: int = 0) -> LlavaOnevisionVideoModel:
+    """Our model with random weights at `arch`'s shapes; None layers = the real depth."""
+    spec = ARCHITECTURES[arch]
+    text = Qwen2Config(
+        hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+        num_hidden_layers=text_layers or spec.num_hidden_layers, num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads, vocab_size=spec.vocab_size,
+        tie_word_embeddings=spec.tie_word_embeddings, max_position_embeddings=32768, rope_theta=1000000.0,
+    )
+    vision = SiglipVisionConfig(**{**SO400M_VISION, "num_hidden_layers": vision_layers or VISION_LAYERS})
+    config = ModelConfig(text=text, vision=vision, source_format="original")
+    torch.manual_seed(seed)
+    return LlavaOnevisionVideoModel(config, attn_implementation="sdpa").to(dtype).eval()
