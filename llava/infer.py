@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from llava.compression import METHODS
+from llava.compression.types import PRECISIONS
 from llava.constants import TINY_MARKER
 from llava.conversation import video_prompt_ids
 from llava.model.model_config import DTYPE_NAMES
@@ -380,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--retention-ratio", type=float, help="keep K = max(1, round(r*F*T)) visual tokens, r in (0, 1]")
     add("--tau", type=float, help="SCC similarity threshold in [-1, 1] (paper mode: K varies per video)")
     add("--method", choices=METHODS, help="compression method (none = keep every token)")
+    add("--precision", choices=PRECISIONS, help="SCC arithmetic: float32 (default) or input (the features' dtype, "
+        "as the authors' fp16 runs; compression.precision)")
     add("--frames", type=int, help="frames sampled uniformly from the video (video.frames)")
     add("--backend", choices=BACKENDS, help="video decoder (video.backend)")
     add("--device", help="cpu, cuda, cuda:1 or auto (model.device)")
@@ -406,7 +409,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "model.path": args.model, "model.device": args.device, "model.dtype": args.dtype,
         "model.frame_batch_size": args.frame_batch_size, "video.frames": args.frames, "video.backend": args.backend,
         "compression.tau": args.tau, "compression.retention_ratio": args.retention_ratio,
-        "compression.method": args.method,
+        "compression.method": args.method, "compression.precision": args.precision,
         "generation.max_new_tokens": args.max_new_tokens, "generation.temperature": args.temperature,
     }
     overrides.update({key: value for key, value in flags.items() if value is not None})

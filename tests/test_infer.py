@@ -196,6 +196,8 @@ def test_tau_and_ratio_flags_override_the_config() -> None:
     config = load_config(tau_config, overrides_from_args(parse(["--retention-ratio", "0.05", "--frames", "8"])))
     assert config.compression.retention_ratio == 0.05 and config.compression.tau is None
     assert config.video.frames == 8
+    config = load_config(infer.DEFAULT_CONFIG, overrides_from_args(parse(["--precision", "input"])))
+    assert config.compression.precision == "input" and config.compression.retention_ratio == 0.1
     config = load_config(infer.DEFAULT_CONFIG, overrides_from_args(parse(["--method", "none"])))
     assert config.compression.method == "none" and config.compression.retention_ratio is None
 
