@@ -286,10 +286,9 @@ def run_inference(
     optionally draw the merge picture to `visualize`.
 
     The video is decoded before the model loads, so a bad file fails in milliseconds, not after a 7B load.
-    loaded: a model from `load_for_run` to reuse across calls; the compression follows `config` (its section,
-    else the checkpoint's keys) per call, the newline policy is the one the model was loaded with.
+    loaded: a model from `load_for_run` to reuse across calls; the compression is `config`'s section, else the
+    model's default (resolved once, at load, from the checkpoint's keys); the newline policy is the load-time one.
     """
-    from llava.model.model_config import resolve_compression
     from llava.video import load_video
 
     questions = [questions] if isinstance(questions, str) else list(questions)
@@ -302,7 +301,7 @@ def run_inference(
     model = loaded.model
     clock.device = model.device
     _reset_peak_memory(model.device)
-    compression = resolve_compression(model.config, config.compression)
+    compression = config.compression if config.compression is not None else model.default_compression
     with torch.inference_mode():
         with clock.stage("vision"):
             pixels = loaded.processor.preprocess(decoded.frames, return_tensors="pt")["pixel_values"]  # (F, 3, S, S)
