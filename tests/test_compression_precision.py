@@ -97,3 +97,40 @@ def test_input_precision_ratio_mode_keeps_exactly_k(dtype: torch.dtype) -> None:
 def test_bad_precision_raises() -> None:
     with pytest.raises(ValueError, match="precision must be one of"):
         CompressionConfig(tau=0.9, precision="fp16")
+
+
+@pytest.fixture
+def tf32_on():
+    """lmms-eval's setting at import: the legacy flag, as it sets it."""
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.fp32_precision
+    matmul.allow_tf32 = True
+    yield matmul
+    matmul.fp32_precision = saved
+
+
+def test_tf32_is_off_inside_compress_and_restored(monkeypatch: pytest.MonkeyPatch, tf32_on) -> None:
+    from llava.compression import scc as scc_module
+
+    features = video(4, 25, 32, seed=2)
+    seen = []
+    similarity = scc_module.similarity
+
+    def spy(x_unit: torch.Tensor) -> torch.Tensor:
+        seen.append(tf32_on.fp32_precision)
+        return similarity(x_unit)
+
+    monkeypatch.setattr(scc_module, "similarity", spy)
+    with_tf32 = compress(features, CompressionConfig(tau=0.9))
+    assert seen and set(seen) == {"ieee"}
+    assert tf32_on.allow_tf32 and tf32_on.fp32_precision == "tf32"  # the caller's setting, readable both ways
+    tf32_on.fp32_precision = "ieee"
+    without = compress(features, CompressionConfig(tau=0.9))
+    assert torch.equal(with_tf32.tokens, without.tokens) and torch.equal(with_tf32.assignment, without.assignment)
+
+
+def test_time_only_when_asked() -> None:
+    features = video(4, 25, 32, seed=0)
+    assert compress(features, CompressionConfig(tau=0.9)).stats.time_ms is None
+    timed = compress(features, CompressionConfig(tau=0.9), timed=True)
+    assert timed.stats.time_ms is not None and timed.stats.time_ms > 0.0

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
@@ -70,27 +71,51 @@ def check_features(features: Tensor) -> None:
         )
 
 
-def compress(features: Tensor, config: CompressionConfig) -> CompressionResult:
-    """Compress video features [F, T, D] into tokens [K, D] (same dtype and device) with `config`."""
+def compress(features: Tensor, config: CompressionConfig, timed: bool = False) -> CompressionResult:
+    """Compress video features [F, T, D] into tokens [K, D] (same dtype and device) with `config`.
+
+    timed=True synchronises the device before and after to fill `stats.time_ms` (wall time); by default
+    nothing waits for the device here, so the call stays asynchronous on GPUs and `time_ms` is None.
+    """
     if not isinstance(config, CompressionConfig):
         raise TypeError(f"config must be a CompressionConfig, got {type(config).__name__}")
     check_features(features)
-    start = time.perf_counter()
     F, T, _ = features.shape
+    start = _clock(features.device) if timed else None
     x = features.float() if config.precision == "float32" else features  # the working precision
-    with torch.autocast(device_type=features.device.type, enabled=False):  # a caller's autocast must not lower it
+    with torch.autocast(device_type=features.device.type, enabled=False), _ieee_float32_matmuls():
         out = COMPRESSORS[config.method](x, config)
     tokens = out.tokens.to(features.dtype)
-    if tokens.is_cuda:
-        torch.cuda.synchronize(tokens.device)
+    scc = config.method == "scc"
     stats = CompressionStats(
         method=config.method,
         tokens_in=F * T,
-        tokens_spatial=out.tokens_spatial if config.method == "scc" else None,
+        tokens_spatial=out.tokens_spatial if scc else None,
         tokens_out=tokens.shape[0],
-        tau_spatial=out.tau_spatial if config.method == "scc" else None,
-        tau_temporal=out.tau_temporal if config.method == "scc" else None,
-        time_ms=(time.perf_counter() - start) * 1000.0,
+        tau_spatial=out.tau_spatial if scc else None,
+        tau_temporal=out.tau_temporal if scc else None,
+        time_ms=(_clock(features.device) - start) * 1000.0 if start is not None else None,
     )
-    logger.debug("compressed %d -> %d tokens in %.1f ms", stats.tokens_in, stats.tokens_out, stats.time_ms)
+    logger.debug("compressed %d -> %d tokens (%s ms)", stats.tokens_in, stats.tokens_out, stats.time_ms)
     return CompressionResult(tokens=tokens, assignment=out.assignment.view(F, T), stats=stats)
+
+
+def _clock(device: torch.device) -> float:
+    """Wall time once the device has finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+@contextmanager
+def _ieee_float32_matmuls() -> Iterator[None]:
+    """float32 similarities must not silently run in TF32 (10-bit mantissa: it flips near-threshold edges);
+    lmms-eval turns TF32 on at import. Uses the per-backend `fp32_precision` setting, which reads back correctly
+    whether the caller set TF32 through it or through the legacy `allow_tf32` flag, and restores it after."""
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.fp32_precision
+    matmul.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        matmul.fp32_precision = saved

@@ -96,7 +96,8 @@ def _check_number(name: str, value: float | None, low: float, high: float, low_o
 
 @dataclass
 class CompressionStats:
-    """What compression did, for reports: counts, the thresholds in effect, and wall time."""
+    """What compression did, for reports: counts, the thresholds in effect, and wall time (None unless
+    `compress(..., timed=True)`: timing must synchronise the device, which the default path never does)."""
 
     method: str
     tokens_in: int
@@ -104,7 +105,7 @@ class CompressionStats:
     tokens_out: int
     tau_spatial: float | None  # threshold used by the spatial step (searched in ratio mode)
     tau_temporal: float | None  # threshold in effect in the temporal step (searched in ratio mode)
-    time_ms: float
+    time_ms: float | None
 
     @property
     def retention(self) -> float:
