@@ -133,6 +133,7 @@ class InferenceReport:
     visualization: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     compression_in_effect: dict[str, Any] = field(default_factory=dict)
+    compression_stats: dict[str, Any] = field(default_factory=dict)  # llava.compression's CompressionStats, as is
 
     @property
     def answer(self) -> str:
@@ -307,7 +308,7 @@ def run_inference(
             pixels = loaded.processor.preprocess(decoded.frames, return_tensors="pt")["pixel_values"]  # (F, 3, S, S)
             pooled = model.pooled_features(pixels, config.model.frame_batch_size)  # (F, T, D)
         with clock.stage("compression"):
-            encoded = model.compress_features(pooled, compression)  # tokens (K [+ newline], D)
+            encoded = model.compress_features(pooled, compression, timed=True)  # tokens (K [+ newline], D)
         answers = [answer_question(loaded, encoded, q, config, clock) for q in questions]
     clock.ms["prefill"] = sum(a.prefill_ms for a in answers)
     clock.ms["generate"] = sum(a.generate_ms for a in answers)
@@ -345,6 +346,7 @@ def _report(
         random_checkpoint=loaded.random_tiny,
         warning=RANDOM_WARNING.format(path=loaded.checkpoint_dir) if loaded.random_tiny else None,
         visualization=picture, config=config_to_dict(config), compression_in_effect=asdict(encoded.compression),
+        compression_stats=asdict(stats),
     )
 
 

@@ -86,6 +86,9 @@ def test_run_inference_keeps_exactly_the_budget(loaded, tiny_original_dir: Path,
     assert answer.question == "What moves?" and 1 <= answer.new_tokens <= 4
     assert report.peak_memory_kind == "process_rss_peak" and report.peak_memory_mb > 100  # weights + Python
     assert report.tau_spatial is not None and report.tau_temporal is not None
+    stats = report.compression_stats  # the compressor's own stats, timed by the same call
+    assert stats["tokens_out"] == report.tokens_after and stats["tokens_in"] == n_tokens
+    assert 0 < stats["time_ms"] <= report.timings_ms["compression"]
 
 
 def test_uncompressed_run_keeps_every_token_and_the_newline(loaded, tiny_original_dir: Path,

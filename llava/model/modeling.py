@@ -140,11 +140,14 @@ class LlavaOnevisionVideoModel(nn.Module):
         return torch.cat(chunks)  # (F, T, D)
 
     # ---- stage 2: pooled features -> compressed visual block -----------------------------------------------
-    def compress_features(self, pooled: torch.Tensor, compression: CompressionConfig | None = None) -> EncodedVideo:
+    def compress_features(
+        self, pooled: torch.Tensor, compression: CompressionConfig | None = None, timed: bool = False
+    ) -> EncodedVideo:
         """[F, T, D] -> EncodedVideo: `compress` with this call's config (default: `default_compression`), then
-        the newline policy."""
+        the newline policy. timed=True fills `stats.time_ms` (it synchronises the device; off by default so the
+        call stays asynchronous on GPUs)."""
         compression = compression if compression is not None else self.default_compression
-        result = compress(pooled, compression)  # tokens (K, D); method none: (F*T, D)
+        result = compress(pooled, compression, timed=timed)  # tokens (K, D); method none: (F*T, D)
         block = self.add_newline(result.tokens, pooled.shape[0], compression.method != "none")  # (K [+n], D)
         newlines = block.shape[0] - result.tokens.shape[0]
         return EncodedVideo(block, result.assignment, result.stats, compression, newlines)
