@@ -21,6 +21,7 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM
 
 from llava.compression import CompressionConfig, CompressionStats, compress
+from llava.model.matmul_precision import ieee_fp32_matmul
 from llava.model.model_config import ModelConfig, NewlinePolicy, resolve_newline
 from llava.model.packing import PackedInputs, pack_inputs, split_rows
 
@@ -32,21 +33,22 @@ def build_projector(vision_size: int, hidden_size: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(vision_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size))
 
 
-def pool_frames(features: torch.Tensor, mode: str) -> torch.Tensor:
-    """[F, P, D] -> [F, T, D] on the square patch grid: bilinear to ceil(side/2) (196 for 27x27), or
-    average / max pooling with stride 2 (floor: 169), as LLaVA-NeXT's `get_2dPool`."""
+def pool_frames(features: torch.Tensor, mode: str, stride: int = 2) -> torch.Tensor:
+    """[F, P, D] -> [F, T, D] on the square patch grid, as LLaVA-NeXT's `get_2dPool`: bilinear to
+    ceil(side/stride) (27x27: stride 2 -> 14x14 = 196, 3 -> 9x9, 4 -> 7x7), or average / max pooling with
+    kernel = stride (floor: 13x13 = 169 at stride 2)."""
     n_frames, n_patches, dim = features.shape
     side = math.isqrt(n_patches)
     if side * side != n_patches:
         raise ValueError(f"{n_patches} patches per frame do not form a square grid")
     grid = features.view(n_frames, side, side, dim).permute(0, 3, 1, 2)  # (F, D, side, side)
     if mode == "bilinear":
-        out = math.ceil(side / 2)
+        out = math.ceil(side / stride)
         grid = F.interpolate(grid, size=(out, out), mode="bilinear", align_corners=False)  # (F, D, t, t)
     elif mode == "average":
-        grid = F.avg_pool2d(grid, 2)  # (F, D, t, t)
+        grid = F.avg_pool2d(grid, stride)  # (F, D, t, t)
     elif mode == "max":
-        grid = F.max_pool2d(grid, 2)  # (F, D, t, t)
+        grid = F.max_pool2d(grid, stride)  # (F, D, t, t)
     else:
         raise ValueError(f"mm_spatial_pool_mode must be bilinear/average/max, got {mode!r}")
     return grid.flatten(2).transpose(1, 2)  # (F, T, D)
@@ -102,7 +104,7 @@ class LlavaOnevisionVideoModel(nn.Module):
 
     def pooled_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[F, 3, S, S] -> [F, T, D]: what the compressor sees (tower + projector + the checkpoint's pooling)."""
-        return pool_frames(self.encode_frames(pixel_values), self.config.pool_mode)
+        return pool_frames(self.encode_frames(pixel_values), self.config.pool_mode, self.config.pool_stride)
 
     def video_tokens(self, pixel_values: list[torch.Tensor]) -> list[torch.Tensor]:
         """One [F_i, 3, S, S] per video -> one visual block [K_i, D] per video (tower runs once on all frames)."""
@@ -111,7 +113,8 @@ class LlavaOnevisionVideoModel(nn.Module):
         compressing = self.compression.method != "none"
         blocks, self.last_compression = [], []
         for video in torch.split(pooled, counts):  # (F_i, T, D)
-            result = compress(video, self.compression)  # tokens (K_i, D); method none: (F_i*T, D)
+            with ieee_fp32_matmul():  # lmms-eval turns TF32 on at import; similarities must stay float32
+                result = compress(video, self.compression)  # tokens (K_i, D); method none: (F_i*T, D)
             self.last_compression.append(result.stats)
             blocks.append(self.add_newline(result.tokens, video.shape[0], compressing))
         return blocks
@@ -210,11 +213,12 @@ def _as_video_list(images: list[torch.Tensor] | torch.Tensor | None, modalities:
         if not isinstance(video, torch.Tensor) or video.dim() != 4:
             shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
             raise TypeError(f"each video must be a tensor [F, 3, S, S] from image_processor.preprocess, got {shape}")
-    modalities = modalities if modalities is not None else ["video"] * len(videos)
+    modalities = modalities if modalities is not None else ["image"] * len(videos)  # LLaVA-NeXT's default
     if len(modalities) != len(videos) or any(m != "video" for m in modalities):
         raise ValueError(
-            f"modalities must be ['video'] per video ({len(videos)} given), got {modalities!r}; this package runs "
-            "LLaVA-OneVision's video path only"
+            f"modalities must be ['video'] per video ({len(videos)} given), got {modalities!r} (no modalities means "
+            "images, as in LLaVA-NeXT); this package runs LLaVA-OneVision's video path only: image inputs are not "
+            "supported, pass video frames with modalities=['video']"
         )
     return videos
 
