@@ -77,8 +77,9 @@ def compress(features: Tensor, config: CompressionConfig) -> CompressionResult:
     check_features(features)
     start = time.perf_counter()
     F, T, _ = features.shape
-    with torch.autocast(device_type=features.device.type, enabled=False):  # similarities stay float32
-        out = COMPRESSORS[config.method](features.float(), config)
+    x = features.float() if config.precision == "float32" else features  # the working precision
+    with torch.autocast(device_type=features.device.type, enabled=False):  # a caller's autocast must not lower it
+        out = COMPRESSORS[config.method](x, config)
     tokens = out.tokens.to(features.dtype)
     if tokens.is_cuda:
         torch.cuda.synchronize(tokens.device)

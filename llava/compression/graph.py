@@ -26,13 +26,13 @@ _NONE = float("-inf")  # "no edge" in a similarity table
 
 
 def unit(x: Tensor) -> Tensor:
-    """L2-normalise the last dim in float32 (whatever the input dtype, so bf16/fp16 rounding does not decide
-    near-threshold edges). Zero vectors stay zero: similarity 0 with every token, themselves included."""
-    return F.normalize(x.float(), dim=-1)
+    """L2-normalise the last dim in x's dtype (the caller picks the working precision). Zero vectors stay
+    zero: similarity 0 with every token, themselves included."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
 
 
 def similarity(x_unit: Tensor) -> Tensor:
-    """[B, M, D] unit vectors -> [B, M, M] float32 cosine similarity clamped to [-1, 1]."""
+    """[B, M, D] unit vectors -> [B, M, M] cosine similarity (their dtype) clamped to [-1, 1]."""
     return (x_unit @ x_unit.transpose(-1, -2)).clamp_(-1.0, 1.0)
 
 
@@ -229,7 +229,7 @@ def tiled_boruvka(
         node_w, node_t = _best_outgoing(x_unit, comp, C, live[comp], above, sampled, rows,
                                         degree if count_degree else None)
         count_degree = False
-        comp_w = torch.full((C,), _NONE, device=device).scatter_reduce_(0, comp, node_w, "amax")  # (C,)
+        comp_w = node_w.new_full((C,), _NONE).scatter_reduce_(0, comp, node_w, "amax")  # (C,)
         best = (node_w == comp_w[comp]) & (node_w > _NONE)  # (M,) members holding their component's best
         comp_t = torch.full((C,), C, device=device).scatter_reduce_(0, comp[best], node_t[best], "amin")
         live = comp_w > _NONE
@@ -269,7 +269,7 @@ def _best_outgoing(
     """Per node: the strongest similarity to another component and that component (ties -> lowest id); -inf
     and C where there is none. Fills `degree` (edges per node, self excluded) when given."""
     M = x_unit.shape[0]
-    node_w = torch.full((M,), _NONE, device=x_unit.device)
+    node_w = torch.full((M,), _NONE, dtype=x_unit.dtype, device=x_unit.device)
     node_t = torch.full((M,), C, dtype=torch.long, device=x_unit.device)
     for chunk in rows_live.nonzero()[:, 0].split(rows_per_tile):  # (t,) node ids
         sim = (x_unit[chunk] @ x_unit.T).clamp_(-1.0, 1.0)  # (t, M)

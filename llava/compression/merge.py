@@ -7,20 +7,22 @@ so memory stays bounded for long videos.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from .graph import unit
 
 _TILE_ROWS = 4096
 
 
 def merge_into_kept(x: Tensor, kept: Tensor, x_unit: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """x [N, D] and kept [K, D] (float32) -> merged tokens [K, D] and assignment [N] (index into kept).
+    """x [N, D] and kept [K, D] (one dtype: the working precision) -> merged tokens [K, D] and assignment [N]
+    (index into kept); similarities, argmax and the accumulation run in that dtype.
 
     `kept` is consumed: the merged tokens are accumulated into it (no second [K, D] buffer; at the 7B width each
     one costs tens of ms of fresh-memory page faults). x_unit: x already L2-normalised, when the caller has it.
     """
-    kept_n = F.normalize(kept, dim=-1)  # (K, D)
-    x_unit = F.normalize(x, dim=-1) if x_unit is None else x_unit  # (N, D)
+    kept_n = unit(kept)  # (K, D)
+    x_unit = unit(x) if x_unit is None else x_unit  # (N, D)
     assignment = torch.cat([(rows @ kept_n.T).argmax(dim=1) for rows in x_unit.split(_TILE_ROWS)])  # (N,)
     counts = torch.bincount(assignment, minlength=kept.shape[0]) + 1  # (K,)
     merged = accumulate_rows(kept, assignment, x).div_(counts[:, None].to(x.dtype))  # (K, D), in kept's memory

@@ -37,7 +37,7 @@ DENSE_LIMIT = 8192  # temporal steps with more tokens than this work in tiles (a
 
 @dataclass
 class SCCOutput:
-    """tokens [K, D] float32, assignment [N] into tokens, and what each step did."""
+    """tokens [K, D] in the working precision, assignment [N] into tokens, and what each step did."""
 
     tokens: Tensor
     assignment: Tensor
@@ -61,7 +61,9 @@ def ordered_means(x: Tensor, labels: Tensor, degree: Tensor) -> Tensor:
     rank = torch.empty_like(key).scatter_(0, torch.argsort(key), torch.arange(C, device=x.device))  # (C,)
     order = rank[labels]  # (N,) output position of each token's component
     counts = torch.bincount(order, minlength=C)  # (C,)
-    return segment_sum(x, order, C).div_(counts[:, None].to(x.dtype))  # (C, D); in place: no second [C, D]
+    wide = torch.promote_types(x.dtype, torch.float32)  # fp16/bf16 means round once, as their torch.mean does
+    sums = segment_sum(x.to(wide), order, C)  # (C, D)
+    return sums.div_(counts[:, None].to(wide)).to(x.dtype)  # in place: no second [C, D] buffer
 
 
 def sampled_nodes(B: int, M: int, epsilon: float, generator: torch.Generator, device: torch.device) -> Tensor:
@@ -174,7 +176,7 @@ class TemporalGraph:
 
 
 def scc_tau(x: Tensor, tau: float, epsilon: float | None, seed: int) -> SCCOutput:
-    """Paper mode: spatial SCC per frame, temporal SCC over the results, merge. x [F, T, D] float32."""
+    """Paper mode: spatial SCC per frame, temporal SCC over the results, merge. x [F, T, D] in the working precision."""
     F, T, D = x.shape
     generator = torch.Generator().manual_seed(seed)
     x_unit = unit(x)  # (F, T, D)
@@ -227,7 +229,7 @@ def cut_tree(graph: TemporalGraph, weights: Tensor, k: int) -> tuple[Tensor, Ten
 
 
 def scc_ratio(x: Tensor, k: int) -> SCCOutput:
-    """Exactly k tokens. x [F, T, D] float32.
+    """Exactly k tokens. x [F, T, D] in the working precision.
 
     Probe spatial thresholds (chosen on the spatial single-linkage weights so that the spatial count is
     geometrically between k and N), find the temporal threshold that leaves k parts, and keep the probe where

@@ -13,6 +13,8 @@ import torch
 
 Method = Literal["scc", "random", "uniform", "l2norm", "none"]
 METHODS: tuple[str, ...] = ("scc", "random", "uniform", "l2norm", "none")
+Precision = Literal["float32", "input"]
+PRECISIONS: tuple[str, ...] = ("float32", "input")
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,14 @@ class CompressionConfig:
     retention_ratio: keep exactly K = max(1, round(r * F * T)) tokens, r in (0, 1].
     epsilon: the paper's approximate components (sample min(N, ceil(ln N / eps^2)) nodes); None = exact.
     seed: seeds the `random` selector and the approximate-components sampling.
+    precision: "float32" (default) computes norms, similarities, the `> tau` test, means and the merge in
+        float32 whatever the input dtype, so fp16/bf16 rounding does not decide near-threshold edges.
+        "input" computes them in the features' own dtype, as the authors' code does: on fp16 features tau is
+        rounded to fp16 when compared (tau 0.9 becomes an effective cut of fp16(0.9) + 2^-12 = 0.90015) and
+        similarities are quantised to 2^-11 near 1; on bf16 features to 2^-8 near 1 (a much coarser cut than
+        the authors' fp16 runs); on float32 features it equals "float32"; float64 features compute in float64.
+        Means are accumulated in float32 and rounded once (as fp16 `torch.mean` does); the merge accumulates
+        in the input dtype.
     """
 
     method: Method = "scc"
@@ -32,10 +42,13 @@ class CompressionConfig:
     retention_ratio: float | None = None
     epsilon: float | None = None
     seed: int = 0
+    precision: Precision = "float32"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"compression.method must be one of {list(METHODS)}, got {self.method!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"compression.precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         _check_number("tau", self.tau, -1.0, 1.0, low_open=False)
         _check_number("retention_ratio", self.retention_ratio, 0.0, 1.0, low_open=True)
         _check_number("epsilon", self.epsilon, 0.0, 1.0, low_open=True)
