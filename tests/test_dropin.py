@@ -354,3 +354,14 @@ def test_tf32_guard_with_the_new_precision_api() -> None:
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["ieee", "tf32"]
+
+
+def test_labels_fail_clearly(tiny_model, tiny_model_bundle, frames_factory, prompt_factory) -> None:
+    """lmms-eval's loglikelihood path passes labels aligned with input_ids; the visual tokens lengthen the prompt."""
+    from llava.mm_utils import tokenizer_image_token
+
+    tokenizer, _, processor, _ = tiny_model_bundle
+    ids = tokenizer_image_token(prompt_factory("What happens?"), tokenizer, return_tensors="pt")[None]
+    pixels = processor.preprocess(frames_factory(2))["pixel_values"]
+    with pytest.raises(ValueError, match="labels are not supported"):
+        tiny_model(ids, images=[pixels], modalities=["video"], labels=ids.clamp(min=0))

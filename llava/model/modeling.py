@@ -142,6 +142,9 @@ class LlavaOnevisionVideoModel(nn.Module):
         **kwargs: Any,
     ) -> Any:
         """Logits for the packed prompt(s): an output with `.logits` [B, L', vocab] (L' counts visual tokens)."""
+        if kwargs.get("labels") is not None:
+            raise ValueError("labels are not supported: they follow input_ids, which the visual tokens lengthen "
+                             "(lmms-eval's loglikelihood / multiple_choice tasks need them); use generate_until tasks")
         packed = self.prepare_inputs(input_ids, images, modalities, attention_mask)
         return self.language_model(
             inputs_embeds=packed.inputs_embeds,
