@@ -8,6 +8,6 @@ pip install --quiet -e ".[test]"
 # lmms-eval 0.7.3 for tests/test_lmms_eval_stock.py, without its dependencies (torchvision would replace the pinned
 # CPU torch with a CUDA build that fails to import); what its llava_onevision path needs comes from our extra.
 pins=$(mktemp) && python -c "import torch; print('torch==' + torch.__version__)" > "$pins"  # keep this torch
-pip install --quiet --no-deps "lmms-eval==0.7.3"
-pip install --quiet -c "$pins" -e ".[lmms-eval-nodeps]" && rm -f "$pins"
+pip install --quiet --no-deps --no-warn-conflicts "lmms-eval==0.7.3"
+pip install --quiet --no-warn-conflicts -c "$pins" -e ".[lmms-eval-nodeps]" && rm -f "$pins"
 python -m pytest -q "$@" tests

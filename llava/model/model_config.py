@@ -24,6 +24,7 @@ from typing import Any, Literal
 from transformers import AutoConfig, Qwen2Config, SiglipVisionConfig
 
 from llava.compression import CompressionConfig
+from llava.compression.types import PRECISIONS, Precision
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +32,7 @@ CheckpointFormat = Literal["original", "hf"]
 NewlinePosition = Literal["one_token", "frame", "none"]
 NewlinePolicy = Literal["auto", "one_token", "frame", "none"]
 PoolMode = Literal["bilinear", "average", "max"]
-ZipPrecision = Literal["float32", "input"]
 POOL_MODES = ("bilinear", "average", "max")
-ZIP_PRECISIONS = ("float32", "input")
 
 ORIGINAL_MODEL_TYPES = ("llava", "llava_qwen", "llava_qwen_zip")
 ORIGINAL_ARCHITECTURES = ("LlavaQwenForCausalLM", "LlavaQwenZipForCausalLM")
@@ -61,7 +60,7 @@ SCISSOR_DEFAULT_TAU = 0.95
 SCISSOR_DEFAULT_EPSILON = 0.05
 # The checkpoint's own compression runs in the features' dtype, as LLaVA-Scissor computed it (fp16 in its runs),
 # unless config.json's `mm_zip_precision` says "float32". An explicit CompressionConfig keeps its own default.
-SCISSOR_DEFAULT_PRECISION: ZipPrecision = "input"
+SCISSOR_DEFAULT_PRECISION: Precision = "input"
 DEFAULT_POOL_STRIDE = 2  # LLaVA-NeXT's get_2dPool default: 27x27 -> 14x14 bilinear
 
 # llava-hf pads the vocabulary (+2 tokens, to a multiple of 64); the Qwen vocabularies before padding are
@@ -87,7 +86,7 @@ class ModelConfig:
     use_zip: bool | str | None = None  # config.json's `mm_use_zip` as written (validated); see `zip_enabled`
     zip_tau: float | None = None
     zip_epsilon: float | None = None
-    zip_precision: ZipPrecision | None = None
+    zip_precision: Precision | None = None
     padded_vocab_size: int | None = None  # hf only: rows on disk before `unpadded_vocab_size`
     max_sequence_length: int | None = None
     tokenizer_model_max_length: int | None = None
@@ -190,8 +189,8 @@ def _zip_fields(raw: dict[str, Any]) -> dict[str, Any]:
     use_zip = raw.get("mm_use_zip")
     parse_bool("mm_use_zip", use_zip)
     precision = raw.get("mm_zip_precision")
-    if precision is not None and precision not in ZIP_PRECISIONS:
-        raise ValueError(f"config key mm_zip_precision must be one of {list(ZIP_PRECISIONS)}, got {precision!r}")
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"config key mm_zip_precision must be one of {list(PRECISIONS)}, got {precision!r}")
     return dict(use_zip=use_zip, zip_tau=raw.get("mm_zip_tau"), zip_epsilon=raw.get("mm_zip_epsilon"),
                 zip_precision=precision)
 
