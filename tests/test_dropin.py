@@ -345,7 +345,7 @@ def test_tf32_guard_with_the_new_precision_api() -> None:
     """A caller on torch's newer `fp32_precision` API (reading the legacy flag then raises): restored as set."""
     script = (
         "import torch\n"
-        "from llava.model.matmul_precision import ieee_fp32_matmul\n"
+        "from llava.matmul_precision import ieee_fp32_matmul\n"
         "m = torch.backends.cuda.matmul\n"
         "m.fp32_precision = 'tf32'\n"
         "with ieee_fp32_matmul():\n"

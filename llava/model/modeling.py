@@ -21,7 +21,7 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM
 
 from llava.compression import CompressionConfig, CompressionStats, compress
-from llava.model.matmul_precision import ieee_fp32_matmul
+from llava.matmul_precision import ieee_fp32_matmul
 from llava.model.model_config import ModelConfig, NewlinePolicy, resolve_newline
 from llava.model.packing import PackedInputs, pack_inputs, split_rows
 
