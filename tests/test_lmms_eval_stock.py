@@ -231,6 +231,7 @@ def test_paper_command_compresses_as_the_checkpoint_says(workdir: Path) -> None:
     tokenizer, model, processor, _ = load_pretrained_model(str(checkpoint), None, "llava_qwen_zip", device_map="cpu")
     assert model.dtype == torch.float16  # what the class gets: it passes no dtype
     assert model.compression == CompressionConfig(method="scc", tau=0.9, epsilon=0.05, precision="input")
+    assert f"compression {model.compression}" in run.llava_log  # what the builder in the subprocess resolved
     pixels, docs = video_pixels(processor, docs_of(workdir)), docs_of(workdir)
     counts = expected_counts(model, pixels)
     assert run.token_counts() == counts and all(n_in == FRAMES * 16 > n_out for n_in, n_out in counts)
@@ -245,6 +246,7 @@ def test_frame_lists_without_compression_on_an_hf_checkpoint(workdir: Path) -> N
     run = run_lmms_eval(workdir, "hf", f"pretrained={checkpoint},model_name=llava_qwen", "tiny_frames_mc")
     assert_evaluated(run, "tiny_frames_mc", 2)
     assert run.token_counts() == [(SAMPLE_FRAMES * 16, SAMPLE_FRAMES * 16)] * 2
+    assert f"compression {CompressionConfig(method='none')}" in run.llava_log
 
     tokenizer, model, processor, _ = load_pretrained_model(str(checkpoint), None, "llava_qwen", device_map="cpu")
     docs = docs_of(workdir)
@@ -267,5 +269,6 @@ def test_pool_stride_and_customized_config_reach_the_model(workdir: Path) -> Non
                                                    customized_config=str(custom),
                                                    overwrite_config={"mm_spatial_pool_stride": 4})
     assert model.compression == CompressionConfig(method="scc", tau=0.8, epsilon=0.05, precision="input")
+    assert f"compression {model.compression}" in run.llava_log
     counts = expected_counts(model, video_pixels(processor, docs_of(workdir)))
     assert run.token_counts() == counts and all(n_in == FRAMES * TOKENS_PER_FRAME[4] for n_in, _ in counts)
