@@ -26,6 +26,10 @@ setup(
     extras_require={
         "test": ["pytest>=8", "scipy>=1.10", "ruff>=0.5"],
         "eval": ["lmms-eval>=0.7"],
+        # what lmms-eval 0.7.3's `python -m lmms_eval --model llava_onevision` imports, for installing lmms-eval with
+        # --no-deps beside a CPU torch build (its torchvision requirement would pull a CUDA torch): scripts/test.sh
+        "lmms-eval-nodeps": ["loguru", "datasets", "evaluate", "pytablewriter", "jsonlines", "tenacity", "sacrebleu",
+                             "filelock<4"],
         "flash": ["flash-attn>=2.5"],
     },
 )

@@ -1,7 +1,10 @@
 """Chat templates with LLaVA-NeXT's names and exact strings (`conv_templates["qwen_2"]` etc.).
 
-Only the ChatML style is needed by the Qwen-based OneVision / LLaVA-Scissor checkpoints. The prompt must match the
-one the checkpoints were trained and evaluated with character for character, so `get_prompt` is tested verbatim.
+Only the ChatML style is needed by the Qwen-based OneVision / LLaVA-Scissor checkpoints, so only it builds prompts;
+`SeparatorStyle` still has all of LLaVA-NeXT's members and templates carry `sep2`, because lmms-eval's
+`llava_onevision` class reads `conv.sep_style != SeparatorStyle.TWO` and `conv.sep2` to choose its stop string.
+The prompt must match the one the checkpoints were trained and evaluated with character for character, so
+`get_prompt` is tested verbatim.
 """
 from __future__ import annotations
 
@@ -17,9 +20,25 @@ from llava.mm_utils import tokenizer_image_token
 
 
 class SeparatorStyle(Enum):
-    """Kept as an enum for drop-in compatibility; only CHATML is implemented."""
+    """LLaVA-NeXT's separator styles (same member names); `Conversation.get_prompt` implements CHATML only."""
 
+    SINGLE = auto()
+    TWO = auto()
+    MPT = auto()
+    PLAIN = auto()
     CHATML = auto()
+    LLAMA_2 = auto()
+    LLAMA_3 = auto()
+    QWEN = auto()
+    GEMMA = auto()
+
+
+class TemplateRegistry(dict):
+    """`conv_templates`: an unknown name raises a KeyError listing the templates there are."""
+
+    def __missing__(self, name: str) -> Conversation:
+        raise KeyError(f"conversation template {name!r} is not defined here; available: {sorted(self)} (the "
+                       "Qwen-based LLaVA-OneVision checkpoints use 'qwen_2' / 'qwen_1_5')")
 
 
 @dataclass
@@ -31,6 +50,7 @@ class Conversation:
     messages: list[list[str | None]] = field(default_factory=list)
     sep_style: SeparatorStyle = SeparatorStyle.CHATML
     sep: str = "<|im_end|>"
+    sep2: str | None = None  # second separator of the TWO style; None for ChatML, as in LLaVA-NeXT's Qwen templates
     version: str = "qwen"
 
     def append_message(self, role: str, message: str | None) -> None:
@@ -38,6 +58,9 @@ class Conversation:
 
     def get_prompt(self) -> str:
         """ChatML: `system<sep>\\n`, then `role\\nmessage<sep>\\n` per turn, `role\\n` for an open turn."""
+        if self.sep_style is not SeparatorStyle.CHATML:
+            raise ValueError(f"only SeparatorStyle.CHATML prompts are implemented (the Qwen templates), got "
+                             f"{self.sep_style}; use conv_templates['qwen_2']")
         parts = [self.system + self.sep + "\n"]
         for role, message in self.messages:
             parts.append(role + "\n" if message is None else role + "\n" + message + self.sep + "\n")
@@ -57,12 +80,12 @@ conv_qwen_2_5 = Conversation(
 )
 
 default_conversation = conv_qwen
-conv_templates: dict[str, Conversation] = {
-    "qwen": conv_qwen,
-    "qwen_1_5": conv_qwen,
-    "qwen_2": conv_qwen,
-    "qwen_2_5": conv_qwen_2_5,
-}
+conv_templates: dict[str, Conversation] = TemplateRegistry(
+    qwen=conv_qwen,
+    qwen_1_5=conv_qwen,
+    qwen_2=conv_qwen,
+    qwen_2_5=conv_qwen_2_5,
+)
 
 
 def video_prompt_ids(question: str, tokenizer: Any, template: str = "qwen_2") -> torch.Tensor:

@@ -35,7 +35,8 @@ def tiny_model_bundle(tiny_original_dir: Path):
     """(tokenizer, model, image_processor, context_len) of the original-format tiny checkpoint, fp32 CPU."""
     from llava.model.builder import load_pretrained_model
 
-    return load_pretrained_model(str(tiny_original_dir), device_map="cpu", attn_implementation="eager")
+    return load_pretrained_model(str(tiny_original_dir), device_map="cpu", attn_implementation="eager",
+                                 torch_dtype="float32")
 
 
 @pytest.fixture

@@ -89,8 +89,9 @@ def test_padded_tensor_input_with_attention_mask(tiny_model, inputs) -> None:
     mask = torch.zeros_like(padded)
     for row, seq in enumerate(ids[:2]):
         padded[row, : seq.numel()], mask[row, : seq.numel()] = seq, 1  # right padding, as a tokenizer may do
-    from_tensor = tiny_model.generate(padded, images=pixels[:2], attention_mask=mask, max_new_tokens=4)
-    from_list = tiny_model.generate(ids[:2], images=pixels[:2], max_new_tokens=4)
+    videos = dict(images=pixels[:2], modalities=["video"] * 2)
+    from_tensor = tiny_model.generate(padded, attention_mask=mask, max_new_tokens=4, **videos)
+    from_list = tiny_model.generate(ids[:2], max_new_tokens=4, **videos)
     assert torch.equal(from_tensor, from_list)
 
 
@@ -117,8 +118,9 @@ def test_generation_stops_on_im_end(tiny_model, tiny_model_bundle, inputs) -> No
     tokenizer = tiny_model_bundle[0]
     assert tiny_model.stop_token_ids[0] == tokenizer.convert_tokens_to_ids("<|im_end|>")
     ids, pixels = inputs[0][0], inputs[1][0]
-    greedy = tiny_model.generate(ids, images=[pixels], max_new_tokens=5, eos_token_id=None)[0]
-    stopped = tiny_model.generate(ids, images=[pixels], max_new_tokens=5, eos_token_id=int(greedy[1]))[0]
+    video = dict(images=[pixels], modalities=["video"])
+    greedy = tiny_model.generate(ids, max_new_tokens=5, eos_token_id=None, **video)[0]
+    stopped = tiny_model.generate(ids, max_new_tokens=5, eos_token_id=int(greedy[1]), **video)[0]
     assert stopped.tolist() == greedy[:2].tolist()
 
 
@@ -156,7 +158,7 @@ def test_batch_mixing_encoded_and_new_videos_equals_one_by_one(tiny_model, input
     kwargs = dict(do_sample=False, max_new_tokens=5, eos_token_id=None, compression=SCC_QUARTER)
     mixed = tiny_model.generate(ids, videos=[encoded, pixels[1], pixels[2]], **kwargs)
     for row, (i, p) in zip(mixed, zip(ids, pixels, strict=True), strict=True):
-        assert torch.equal(row, tiny_model.generate(i, images=[p], **kwargs)[0])
+        assert torch.equal(row, tiny_model.generate(i, images=[p], modalities=["video"], **kwargs)[0])
 
 
 def test_one_encoding_answers_several_prompts_exactly(tiny_model, inputs) -> None:
@@ -166,7 +168,7 @@ def test_one_encoding_answers_several_prompts_exactly(tiny_model, inputs) -> Non
     with torch.no_grad():
         for prompt in ids:
             reused = tiny_model(prompt, videos=[encoded]).logits
-            fresh = tiny_model(prompt, images=[pixels[1]], compression=SCC_QUARTER).logits
+            fresh = tiny_model(prompt, images=[pixels[1]], modalities=["video"], compression=SCC_QUARTER).logits
             torch.testing.assert_close(reused, fresh, rtol=0, atol=0)
 
 

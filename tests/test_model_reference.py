@@ -16,6 +16,7 @@ TOKENS_PER_FRAME = 16  # tiny tower: 56 px / patch 8 -> 7x7 -> bilinear 4x4
 
 
 def _logits(model_dir: Path, ids: torch.Tensor, pixels: torch.Tensor, **kwargs) -> torch.Tensor:
+    kwargs.setdefault("torch_dtype", "float32")
     _, model, _, _ = load_pretrained_model(str(model_dir), device_map="cpu", attn_implementation="eager", **kwargs)
     with torch.no_grad():
         return model(ids[None], images=[pixels], modalities=["video"]).logits[0]

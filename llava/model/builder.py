@@ -2,14 +2,23 @@
 
 Path or hub id in, `(tokenizer, model, image_processor, context_len)` out. The checkpoint format is detected from
 config.json content; `model_name` is read here only, in `zip_requested` (LLaVA-Scissor's "zip in the name switches
-compression on", reference/ecosystem.md 1.3). dtype "auto" = bf16 on CUDA, fp32 on CPU; attention defaults to
-sdpa (flash_attention_2 only when flash-attn is installed and CUDA is available); device_map "auto" spreads the
-model over several GPUs with accelerate.
+compression on"). The default dtype is float16, as in LLaVA-NeXT's and LLaVA-Scissor's builders: lmms-eval's
+`llava_onevision` class passes none, and the paper's numbers were made in fp16 ("auto" = bf16 on CUDA, fp32 on
+CPU, is what our CLI asks for). Attention defaults to sdpa (flash_attention_2 only when flash-attn is installed and
+CUDA is available); device_map "auto" spreads the model over several GPUs with accelerate.
+
+What a checkpoint configures, in order: config.json, or `customized_config` in its place (a config object, a dict
+or a JSON file); then `overwrite_config` key by key (lmms-eval sends `mm_spatial_pool_stride` / `_mode` this way);
+then the run's `compression`, if given, over the checkpoint's `mm_use_zip` / `mm_zip_*` keys. The checkpoint's
+generation_config.json, when there is one, becomes the language model's generation defaults, as transformers'
+`from_pretrained` does (Qwen fine-tunes carry `repetition_penalty: 1.05`).
 """
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +45,8 @@ ATTENTION = tuple(name for name in ATTENTION_NAMES if name != "auto")  # "auto" 
 NO_SPLIT = ["Qwen2DecoderLayer", "SiglipEncoderLayer"]
 DEFAULT_CONTEXT = 2048
 STOP_TOKEN = "<|im_end|>"
-IGNORED_KWARGS = ("multimodal", "customized_config")  # LLaVA-NeXT / lmms-eval pass them; nothing to do here
+GENERATION_CONFIG_FILE = "generation_config.json"
+IGNORED_KWARGS = ("multimodal",)  # LLaVA-NeXT / lmms-eval pass it; this package always loads the multimodal model
 
 
 def zip_requested(model_name: str | None) -> bool:
@@ -68,6 +78,38 @@ def resolve_attention(attn_implementation: str | None) -> str:
     return attn_implementation
 
 
+def customized_raw_config(customized_config: Any) -> dict[str, Any]:
+    """LLaVA-NeXT's `customized_config` (used instead of config.json) as a dict: a transformers config object
+    (`to_dict()`), a mapping, or the path of a JSON file."""
+    if isinstance(customized_config, Mapping):
+        return dict(customized_config)
+    if hasattr(customized_config, "to_dict"):
+        return customized_config.to_dict()
+    if isinstance(customized_config, (str, Path)):
+        path = Path(customized_config).expanduser()
+        if not path.is_file():
+            raise ValueError(f"customized_config {str(customized_config)!r} is not a file; pass the path of a "
+                             "config.json-style JSON file, a dict or a transformers config object")
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"customized_config {str(path)!r} is not valid JSON ({err})") from err
+    raise TypeError(f"customized_config must be a config object, a dict or a JSON file path, got "
+                    f"{type(customized_config).__name__}")
+
+
+def attach_generation_config(model: LlavaOnevisionVideoModel, checkpoint_dir: Path) -> None:
+    """The checkpoint's generation_config.json (if any) as the LM's generation defaults; `generate` kwargs still
+    win, as in transformers."""
+    if not (checkpoint_dir / GENERATION_CONFIG_FILE).is_file():
+        return
+    from transformers import GenerationConfig
+
+    model.language_model.generation_config = GenerationConfig.from_pretrained(str(checkpoint_dir))
+    logger.info("generation defaults from %s: %s", GENERATION_CONFIG_FILE,
+                model.language_model.generation_config.to_diff_dict())
+
+
 def build_model(
     checkpoint_dir: Path,
     dtype: torch.dtype,
@@ -77,12 +119,14 @@ def build_model(
     attn_implementation: str = "sdpa",
     allow_pickle: bool = False,
     overwrite_config: dict[str, Any] | None = None,
+    customized_config: Any = None,
 ) -> LlavaOnevisionVideoModel:
     """Config + weights of a checkpoint dir -> our model on CPU in `dtype` (built empty, weights assigned), with
-    the compression in effect resolved (`resolve_compression`)."""
+    the compression in effect resolved (`resolve_compression`) and the checkpoint's generation defaults."""
     from accelerate import init_empty_weights
 
-    config = parse_model_config({**read_config(checkpoint_dir), **(overwrite_config or {})})
+    raw = read_config(checkpoint_dir) if customized_config is None else customized_raw_config(customized_config)
+    config = parse_model_config({**raw, **(overwrite_config or {})})
     state, unmatched = to_our_names(read_weights(weight_files(checkpoint_dir, allow_pickle), dtype), config)
     if unmatched:
         raise ValueError(f"unexpected weights in {checkpoint_dir} (no key rule for them): {sorted(unmatched)}")
@@ -90,6 +134,7 @@ def build_model(
         model = LlavaOnevisionVideoModel(config, None, newline, attn_implementation)
     model.load_weights(state, assign=True)
     model.default_compression = resolve_compression(config, compression, zip_in_name)
+    attach_generation_config(model, checkpoint_dir)
     return model.eval()
 
 
@@ -127,11 +172,12 @@ def load_pretrained_model(
     load_8bit: bool = False,
     load_4bit: bool = False,
     device_map: str | dict | torch.device | None = "auto",
-    torch_dtype: str | torch.dtype | None = "auto",
+    torch_dtype: str | torch.dtype | None = "float16",
     attn_implementation: str | None = None,
     compression: CompressionConfig | None = None,
     newline: NewlinePolicy = "auto",
     overwrite_config: dict[str, Any] | None = None,
+    customized_config: Any = None,
     allow_pickle: bool = False,
     device: str | None = None,
     revision: str | None = None,
@@ -139,9 +185,12 @@ def load_pretrained_model(
 ) -> tuple[Any, LlavaOnevisionVideoModel, SiglipVideoProcessor, int]:
     """Load a LLaVA-OneVision checkpoint (LLaVA-NeXT or llava-hf format) as (tokenizer, model, processor, ctx).
 
-    compression: the run's CompressionConfig; it wins over the checkpoint's `mm_use_zip` / `mm_zip_*` and over a
-    "zip" model_name. newline: "auto" (checkpoint layout when not compressing, none when compressing),
-    "one_token", "frame" or "none". allow_pickle: permit `.bin` weights (unpickling; off by default).
+    torch_dtype: float16 by default (LLaVA-NeXT's); "auto" = bf16 on CUDA, fp32 on CPU. compression: the run's
+    CompressionConfig; it wins over the checkpoint's `mm_use_zip` / `mm_zip_*` and over a "zip" model_name.
+    newline: "auto" (checkpoint layout when not compressing, none when compressing), "one_token", "frame" or
+    "none". overwrite_config: config.json keys to replace (e.g. {"mm_spatial_pool_stride": 4}).
+    customized_config: used instead of config.json (config object, dict or JSON path). allow_pickle: permit
+    `.bin` weights (unpickling; off by default).
     """
     _reject_unsupported(model_base, load_8bit, load_4bit, kwargs)
     from transformers import AutoTokenizer
@@ -149,7 +198,7 @@ def load_pretrained_model(
     checkpoint_dir = resolve_checkpoint(model_path, revision)
     model = build_model(
         checkpoint_dir, resolve_dtype(torch_dtype), compression, zip_requested(model_name), newline,
-        resolve_attention(attn_implementation), allow_pickle, overwrite_config,
+        resolve_attention(attn_implementation), allow_pickle, overwrite_config, customized_config,
     )
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir))
     model.stop_token_ids = _stop_ids(tokenizer, model.config)
@@ -178,5 +227,3 @@ def _reject_unsupported(model_base: str | None, load_8bit: bool, load_4bit: bool
     unknown = sorted(set(kwargs) - set(IGNORED_KWARGS))
     if unknown:
         raise TypeError(f"load_pretrained_model got unexpected arguments {unknown}")
-    if kwargs.get("customized_config") is not None:
-        raise ValueError("customized_config is not supported; use overwrite_config={key: value} instead")

@@ -6,7 +6,14 @@ else, so the rest of `llava.model` works on typed fields instead of `getattr(con
 
 Our extension: an original-format config.json may carry a `vision_config` dict (SiglipVisionConfig fields). Real
 checkpoints do not: LLaVA-NeXT hard-codes SigLIP so400m-patch14-384 minus its last layer, which we use when the
-key is absent. Tiny test checkpoints need it to declare their small tower.
+key is absent. Tiny test checkpoints need it to declare their small tower. A second key of ours,
+`mm_zip_precision` ("float32" or "input"), sets the arithmetic of the checkpoint's own compression.
+
+Drop-in names: lmms-eval's `llava_onevision` class assigns `config.mm_spatial_pool_stride` / `_mode` before every
+video and `config.image_aspect_ratio` before frame lists; these are validated properties / fields here, read by
+the model at its next call. Importing this module registers LLaVA-NeXT's `llava_qwen` and LLaVA-Scissor's
+`llava_qwen_zip` model types with transformers' AutoConfig, as their packages do on import, because lmms-eval
+calls `AutoConfig.from_pretrained` on the checkpoint.
 """
 from __future__ import annotations
 
@@ -15,9 +22,10 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from transformers import Qwen2Config, SiglipVisionConfig
+from transformers import AutoConfig, Qwen2Config, SiglipVisionConfig
 
 from llava.compression import CompressionConfig
+from llava.compression.types import PRECISIONS, Precision
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +39,7 @@ DTYPE_NAMES: tuple[str, ...] = typing.get_args(DtypeName)
 ATTENTION_NAMES: tuple[str, ...] = typing.get_args(AttentionName)
 FRAME_BATCH_SIZE = 16  # frames per vision-tower batch: bounds the tower's activation memory on long videos
 PoolMode = Literal["bilinear", "average", "max"]
+POOL_MODES = ("bilinear", "average", "max")
 
 ORIGINAL_MODEL_TYPES = ("llava", "llava_qwen", "llava_qwen_zip")
 ORIGINAL_ARCHITECTURES = ("LlavaQwenForCausalLM", "LlavaQwenZipForCausalLM")
@@ -51,9 +60,15 @@ TEXT_KEYS = (
     "attention_dropout", "bos_token_id", "eos_token_id", "layer_types", "initializer_range",
 )
 
-# LLaVA-Scissor's code reads `getattr(config, "mm_zip_tau", 0.95)` (ecosystem 1.1): that is the tau its numbers
-# ran with whenever a checkpoint lacks the key, so it is our fallback too (the README's 0.9 never executed).
+# LLaVA-Scissor's code falls back to tau 0.95 and epsilon 0.05 when config.json lacks `mm_zip_tau` /
+# `mm_zip_epsilon`; we use the same fallbacks. (Its README says the released checkpoints' config.json carries
+# tau 0.9 and epsilon 0.05; those values come from the file, not from these fallbacks.)
 SCISSOR_DEFAULT_TAU = 0.95
+SCISSOR_DEFAULT_EPSILON = 0.05
+# The checkpoint's own compression runs in the features' dtype, as LLaVA-Scissor computed it (fp16 in its runs),
+# unless config.json's `mm_zip_precision` says "float32". An explicit CompressionConfig keeps its own default.
+SCISSOR_DEFAULT_PRECISION: Precision = "input"
+DEFAULT_POOL_STRIDE = 2  # LLaVA-NeXT's get_2dPool default: 27x27 -> 14x14 bilinear
 
 # llava-hf pads the vocabulary (+2 tokens, to a multiple of 64); the Qwen vocabularies before padding are
 # multiples of 128 (151936 for 0.5B, 152064 for 7B). See `unpadded_vocab_size`.
@@ -71,11 +86,14 @@ class ModelConfig:
     source_format: CheckpointFormat
     projector_type: str = "mlp2x_gelu"
     pool_mode: PoolMode = "bilinear"
+    pool_stride: int = DEFAULT_POOL_STRIDE
+    image_aspect_ratio: str | None = None  # LLaVA-NeXT's image path setting; `process_images` reads it
     has_image_newline: bool = True
     newline_position: NewlinePosition = "one_token"
-    use_zip: bool = False
+    use_zip: bool | str | None = None  # config.json's `mm_use_zip` as written (validated); see `zip_enabled`
     zip_tau: float | None = None
     zip_epsilon: float | None = None
+    zip_precision: Precision | None = None
     padded_vocab_size: int | None = None  # hf only: rows on disk before `unpadded_vocab_size`
     max_sequence_length: int | None = None
     tokenizer_model_max_length: int | None = None
@@ -83,6 +101,52 @@ class ModelConfig:
     @property
     def tie_word_embeddings(self) -> bool:
         return bool(self.text.tie_word_embeddings)
+
+    @property
+    def mm_spatial_pool_stride(self) -> int:
+        """LLaVA-NeXT's name for `pool_stride`; assigning it takes effect at the model's next call."""
+        return self.pool_stride
+
+    @mm_spatial_pool_stride.setter
+    def mm_spatial_pool_stride(self, value: int) -> None:
+        self.pool_stride = check_pool_stride(value)
+
+    @property
+    def mm_spatial_pool_mode(self) -> str:
+        """LLaVA-NeXT's name for `pool_mode`; assigning it takes effect at the model's next call."""
+        return self.pool_mode
+
+    @mm_spatial_pool_mode.setter
+    def mm_spatial_pool_mode(self, value: str) -> None:
+        self.pool_mode = check_pool_mode(value)
+
+
+class LlavaQwenConfig(Qwen2Config):
+    """LLaVA-NeXT's model type for Qwen-based checkpoints, registered so `AutoConfig.from_pretrained` reads them."""
+
+    model_type = "llava_qwen"
+
+
+class LlavaQwenZipConfig(Qwen2Config):
+    """LLaVA-Scissor's model type, registered for the same reason."""
+
+    model_type = "llava_qwen_zip"
+
+
+for _config_class in (LlavaQwenConfig, LlavaQwenZipConfig):
+    AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
+
+
+def check_pool_stride(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"mm_spatial_pool_stride must be a positive int (2 gives 14x14 from 27x27), got {value!r}")
+    return value
+
+
+def check_pool_mode(value: Any) -> PoolMode:
+    if value not in POOL_MODES:
+        raise ValueError(f"mm_spatial_pool_mode must be one of {list(POOL_MODES)}, got {value!r}")
+    return value
 
 
 def detect_format(raw: dict[str, Any]) -> CheckpointFormat:
@@ -128,10 +192,22 @@ def parse_model_config(raw: dict[str, Any]) -> ModelConfig:
 
 
 def _zip_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    """LLaVA-Scissor's keys (and our `mm_zip_precision`), validated; `mm_use_zip` is kept as written."""
+    use_zip = raw.get("mm_use_zip")
+    parse_bool("mm_use_zip", use_zip)
+    precision = raw.get("mm_zip_precision")
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"config key mm_zip_precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    return dict(use_zip=use_zip, zip_tau=raw.get("mm_zip_tau"), zip_epsilon=raw.get("mm_zip_epsilon"),
+                zip_precision=precision)
+
+
+def _pool_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    """LLaVA-NeXT's pooling keys, read for both formats (lmms-eval passes them through `overwrite_config`)."""
+    stride = raw.get("mm_spatial_pool_stride")
     return dict(
-        use_zip=parse_bool("mm_use_zip", raw.get("mm_use_zip")),
-        zip_tau=raw.get("mm_zip_tau"),
-        zip_epsilon=raw.get("mm_zip_epsilon"),
+        pool_mode=check_pool_mode(raw.get("mm_spatial_pool_mode") or "bilinear"),
+        pool_stride=DEFAULT_POOL_STRIDE if stride is None else check_pool_stride(stride),
     )
 
 
@@ -150,11 +226,12 @@ def _parse_original(raw: dict[str, Any]) -> ModelConfig:
         vision=vision,
         source_format="original",
         projector_type=raw["mm_projector_type"],
-        pool_mode=raw.get("mm_spatial_pool_mode", "bilinear"),
+        image_aspect_ratio=raw.get("image_aspect_ratio"),
         has_image_newline=has_newline,
         newline_position=_original_newline(merge_type, raw.get("mm_newline_position", "one_token")),
         max_sequence_length=raw.get("max_sequence_length"),
         tokenizer_model_max_length=raw.get("tokenizer_model_max_length"),
+        **_pool_fields(raw),
         **_zip_fields(raw),
     )
 
@@ -189,10 +266,11 @@ def _parse_hf(raw: dict[str, Any]) -> ModelConfig:
         vision=SiglipVisionConfig(**{**SO400M_VISION, **vision_raw, "vision_use_head": False}),
         source_format="hf",
         projector_type="mlp2x_gelu",
-        pool_mode="bilinear",
+        image_aspect_ratio=raw.get("image_aspect_ratio"),
         has_image_newline=has_newline,
         newline_position="one_token" if has_newline else "none",
         padded_vocab_size=padded,
+        **_pool_fields(raw),
         **_zip_fields(raw),
     )
 
@@ -228,17 +306,32 @@ def resolve_newline(policy: NewlinePolicy, config: ModelConfig, compressing: boo
     return policy
 
 
+def zip_enabled(config: ModelConfig, zip_requested: bool) -> bool:
+    """Whether the checkpoint's own compression is on.
+
+    With "zip" in model_name (LLaVA-Scissor's class), as its code reads `mm_use_zip`: any truthy value is on,
+    the string "false" included; only a false value (JSON false) is off; an absent key is on, because the name
+    asked for compression. Without it, our reading: on for true / "true", off for false / "false" / absent.
+    """
+    if zip_requested:
+        return config.use_zip is None or bool(config.use_zip)
+    return parse_bool("mm_use_zip", config.use_zip)
+
+
 def resolve_compression(
     config: ModelConfig, run: CompressionConfig | None, zip_requested: bool = False
 ) -> CompressionConfig:
-    """The compression in effect: the run's config wins; else the checkpoint's `mm_use_zip` (or a caller's
-    `zip_requested`, i.e. LLaVA-Scissor's `model_name` containing "zip") switches SCC on with `mm_zip_*`."""
+    """The compression in effect: the run's config wins; else the checkpoint's own (`zip_enabled`): SCC in tau mode
+    with `mm_zip_tau` / `mm_zip_epsilon` (LLaVA-Scissor's fallbacks 0.95 / 0.05) in `mm_zip_precision` (default
+    "input": the features' dtype, as LLaVA-Scissor computed it)."""
     if run is not None:
         return run
-    if not (config.use_zip or zip_requested):
+    if not zip_enabled(config, zip_requested):
         return CompressionConfig(method="none")
     tau = config.zip_tau
     if tau is None:
         logger.warning("mm_zip_tau absent from the checkpoint; using LLaVA-Scissor's default %s", SCISSOR_DEFAULT_TAU)
         tau = SCISSOR_DEFAULT_TAU
-    return CompressionConfig(method="scc", tau=float(tau), epsilon=config.zip_epsilon)
+    epsilon = SCISSOR_DEFAULT_EPSILON if config.zip_epsilon is None else config.zip_epsilon
+    precision = config.zip_precision or SCISSOR_DEFAULT_PRECISION
+    return CompressionConfig(method="scc", tau=float(tau), epsilon=float(epsilon), precision=precision)

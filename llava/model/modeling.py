@@ -35,21 +35,22 @@ def build_projector(vision_size: int, hidden_size: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(vision_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size))
 
 
-def pool_frames(features: torch.Tensor, mode: str) -> torch.Tensor:
-    """[F, P, D] -> [F, T, D] on the square patch grid: bilinear to ceil(side/2) (196 for 27x27), or
-    average / max pooling with stride 2 (floor: 169), as LLaVA-NeXT's `get_2dPool`."""
+def pool_frames(features: torch.Tensor, mode: str, stride: int = 2) -> torch.Tensor:
+    """[F, P, D] -> [F, T, D] on the square patch grid, as LLaVA-NeXT's `get_2dPool`: bilinear to
+    ceil(side/stride) (27x27: stride 2 -> 14x14 = 196, 3 -> 9x9, 4 -> 7x7), or average / max pooling with
+    kernel = stride (floor: 13x13 = 169 at stride 2)."""
     n_frames, n_patches, dim = features.shape
     side = math.isqrt(n_patches)
     if side * side != n_patches:
         raise ValueError(f"{n_patches} patches per frame do not form a square grid")
     grid = features.view(n_frames, side, side, dim).permute(0, 3, 1, 2)  # (F, D, side, side)
     if mode == "bilinear":
-        out = math.ceil(side / 2)
+        out = math.ceil(side / stride)
         grid = F.interpolate(grid, size=(out, out), mode="bilinear", align_corners=False)  # (F, D, t, t)
     elif mode == "average":
-        grid = F.avg_pool2d(grid, 2)  # (F, D, t, t)
+        grid = F.avg_pool2d(grid, stride)  # (F, D, t, t)
     elif mode == "max":
-        grid = F.max_pool2d(grid, 2)  # (F, D, t, t)
+        grid = F.max_pool2d(grid, stride)  # (F, D, t, t)
     else:
         raise ValueError(f"mm_spatial_pool_mode must be bilinear/average/max, got {mode!r}")
     return grid.flatten(2).transpose(1, 2)  # (F, T, D)
@@ -131,11 +132,13 @@ class LlavaOnevisionVideoModel(nn.Module):
         """[F, 3, S, S] -> [F, T, D]: what the compressor sees (tower + projector + the checkpoint's pooling).
 
         Frames go through the tower `frame_batch_size` at a time and are pooled at once, so peak memory is one
-        chunk's activations plus the pooled [F, T, D] result, linear in F (long videos fit).
+        chunk's activations plus the pooled [F, T, D] result, linear in F (long videos fit). The pooling mode and
+        stride are read from `config` at every call (lmms-eval assigns them before each video).
         """
         if frame_batch_size < 1:
             raise ValueError(f"frame_batch_size must be >= 1, got {frame_batch_size}")
-        chunks = [pool_frames(self.encode_frames(chunk), self.config.pool_mode)  # (f, T, D)
+        mode, stride = self.config.pool_mode, self.config.pool_stride
+        chunks = [pool_frames(self.encode_frames(chunk), mode, stride)  # (f, T, D)
                   for chunk in torch.split(pixel_values, frame_batch_size)]
         return torch.cat(chunks)  # (F, T, D)
 
@@ -245,6 +248,9 @@ class LlavaOnevisionVideoModel(nn.Module):
         **kwargs: Any,
     ) -> Any:
         """Logits for the packed prompt(s): an output with `.logits` [B, L', vocab] (L' counts visual tokens)."""
+        if kwargs.get("labels") is not None:
+            raise ValueError("labels are not supported: they follow input_ids, which the visual tokens lengthen "
+                             "(lmms-eval's loglikelihood / multiple_choice tasks need them); use generate_until tasks")
         packed = self.prepare_inputs(input_ids, images, modalities, attention_mask, videos, compression)
         return self.prefill(packed, **kwargs)
 
@@ -309,11 +315,12 @@ def _as_video_list(images: list[torch.Tensor] | torch.Tensor | None, modalities:
         if not isinstance(video, torch.Tensor) or video.dim() != 4:
             shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
             raise TypeError(f"each video must be a tensor [F, 3, S, S] from image_processor.preprocess, got {shape}")
-    modalities = modalities if modalities is not None else ["video"] * len(videos)
+    modalities = modalities if modalities is not None else ["image"] * len(videos)  # LLaVA-NeXT's default
     if len(modalities) != len(videos) or any(m != "video" for m in modalities):
         raise ValueError(
-            f"modalities must be ['video'] per video ({len(videos)} given), got {modalities!r}; this package runs "
-            "LLaVA-OneVision's video path only"
+            f"modalities must be ['video'] per video ({len(videos)} given), got {modalities!r} (no modalities means "
+            "images, as in LLaVA-NeXT); this package runs LLaVA-OneVision's video path only: image inputs are not "
+            "supported, pass video frames with modalities=['video']"
         )
     return videos
 
