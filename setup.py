@@ -20,7 +20,10 @@ setup(
         "numpy>=1.24",
         "pillow>=10",
     ],
-    entry_points={"console_scripts": ["llava-infer=llava.infer:main"]},
+    entry_points={
+        "console_scripts": ["llava-infer=llava.infer:main"],
+        "lmms_eval.models": ["llava_scissor=llava.eval.lmms_plugin:manifest"],
+    },
     extras_require={
         "test": ["pytest>=8", "scipy>=1.10", "ruff>=0.5"],
         "eval": ["lmms-eval>=0.7"],

@@ -123,7 +123,8 @@ def test_incomplete_cells_fail_loudly_and_are_listed(tmp_path: Path) -> None:
     _write_cell(root, CellKey("0.5b", "exact", 0.1, "mlvu_dev"), {"mlvu_dev": {"mlvu_percetion_score,none": "N/A"}})
     with pytest.raises(IncompleteCellError, match="mlvu_dev/mlvu_percetion_score"):
         check_cell(PAPER, cell, "mlvu_dev")
-    _write_cell(root, CellKey("0.5b", "baseline", 1.0, "videomme"), {"videomme": {"videomme_perception_score,none": 40}})
+    score = {"videomme": {"videomme_perception_score,none": 40}}
+    _write_cell(root, CellKey("0.5b", "baseline", 1.0, "videomme"), score)
     files = build_report(root, root)
     text = files["markdown"].read_text()
     assert "Cells not finished" in text and "mlvu_dev" in text

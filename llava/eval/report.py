@@ -28,7 +28,7 @@ PLOT_LINES = {"paper": (("published",), "--"), "ours exact": (("baseline", "exac
 
 @dataclass
 class ReportRow:
-    """One line of a table: `source` is "published" (the paper) or one of our modes; deltas are ours minus the paper's."""
+    """One line of a table: `source` is "published" (the paper) or one of our modes; deltas: ours - paper."""
 
     table: str
     source: str
