@@ -7,12 +7,14 @@ retention of the cell is read.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from llava.eval.paper import Column, Paper
+from llava.eval.paper import PAPER_YAML, Column, Paper, load_paper
 
 MODES = ("baseline", "paper", "exact")
 
@@ -74,6 +76,47 @@ def check_cell(paper: Paper, cell: Path, task: str) -> dict[str, dict[str, float
     return values
 
 
+def check_any_cell(cell: Path) -> dict[str, dict[str, float]]:
+    """For tasks the paper YAML does not know: the newest results JSON must exist and every metric it reports
+    (`<metric>,none`, stderr aside) must be a number; {task: {metric: value}}."""
+    path = latest_results_json(cell)
+    if path is None:
+        raise IncompleteCellError(f"{cell}: no lmms-eval results JSON (*_results.json); the run did not finish")
+    values: dict[str, dict[str, float]] = {}
+    bad = []
+    for task, metrics in json.loads(path.read_text()).get("results", {}).items():
+        for name, value in metrics.items():
+            if not name.endswith(",none") or "_stderr" in name:
+                continue
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                values.setdefault(task, {})[name.removesuffix(",none")] = float(value)
+            else:
+                bad.append(f"{task}/{name} (got {value!r})")
+    if bad or not values:
+        raise IncompleteCellError(f"{path}: incomplete results: {', '.join(bad) or 'no metrics at all'}")
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m llava.eval.results CELL [--task T]`: exit 1 (naming what is missing) unless CELL finished."""
+    parser = argparse.ArgumentParser(description="Check that an lmms-eval output directory holds full results.")
+    parser.add_argument("cell", type=Path)
+    parser.add_argument("--task", default=None, help="a grid task of the paper YAML (checks its metrics)")
+    parser.add_argument("--paper", type=Path, default=PAPER_YAML)
+    args = parser.parse_args(argv)
+    paper = load_paper(args.paper)
+    try:
+        if args.task in paper.grid_tasks:
+            values = check_cell(paper, args.cell, args.task)
+        else:
+            values = check_any_cell(args.cell)
+    except IncompleteCellError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(values, indent=1))
+    return 0
+
+
 def column_value(paper: Paper, column: Column, metrics: dict[str, dict[str, float]]) -> float | None:
     """A column's value in the paper's units from {result task: {metric: value}}; None if any part is absent."""
     if column.mean_of:
@@ -112,3 +155,7 @@ def collect(paper: Paper, root: Path) -> tuple[dict[CellKey, dict[str, dict[str,
                     except IncompleteCellError as err:
                         problems.append(str(err))
     return found, problems
+
+
+if __name__ == "__main__":
+    sys.exit(main())
