@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -109,13 +110,13 @@ class LlavaScissor(lmms):
         if self.options.batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.accelerator = Accelerator()
+        self._rank, self._world_size = _rank_and_world(self.accelerator)
         run = run_config_from_args(config, model_args)
-        if self.accelerator.num_processes > 1:  # data parallel: one full model per process, device from accelerate
-            run = replace(run, model=replace(run.model, device=str(self.accelerator.device)))
+        if self._world_size > 1:  # data parallel: one full model per process, on this process's device
+            run = replace(run, model=replace(run.model, device=_process_device(self.accelerator)))
         self.run_config = run
         loaded = load_for_run(run)
         self.tokenizer, self.model, self.processor = loaded.tokenizer, loaded.model, loaded.processor
-        self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
         self.frames = FrameSettings(run.video.frames, run.video.backend)
         self.cache = BlockCache(self.options.cache_size)
         self.settings = json.dumps([str(loaded.checkpoint_dir), asdict(self.frames), repr(self.model.compression),
@@ -244,6 +245,22 @@ class LlavaScissor(lmms):
                 break
             kept.append(token)
         return self.tokenizer.decode(kept, skip_special_tokens=True).strip()
+
+
+def _rank_and_world(accelerator: Accelerator) -> tuple[int, int]:
+    """From the Accelerator; lmms-eval's evaluator shards documents by the launcher's RANK / WORLD_SIZE, which
+    is what accelerate reports unless it did not set up a process group (torchrun on CPU without
+    ACCELERATE_USE_CPU=1), so the launcher's values win when the two disagree."""
+    world = int(os.environ.get("WORLD_SIZE", accelerator.num_processes))
+    rank = int(os.environ.get("RANK", accelerator.process_index))
+    return rank, world
+
+
+def _process_device(accelerator: Accelerator) -> str:
+    if accelerator.num_processes > 1:
+        return str(accelerator.device)
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    return f"cuda:{local}" if torch.cuda.is_available() else "cpu"
 
 
 def _cut(text: str, until: list[str] | str | None) -> str:
