@@ -3,7 +3,7 @@
     python -m llava.eval.grid --pretrained 7b=CKPT_7B --pretrained 0.5b=CKPT_05B [--models 7b] [--modes exact]
         [--ratios 0.35,0.1] [--tasks mvbench] [--results results] [--dry-run]
 
-Cells (from `configs/paper_results.yaml`, section `grid`): 7B at 100/50/35/25/20/10/7/5% on the tasks of
+Cells (from `configs/paper/published.yaml`, section `grid`): 7B at 100/50/35/25/20/10/7/5% on the tasks of
 Tables 1-3, 0.5B at 100/50/35/10/7/5% on those of Table 7, 32 frames. Each cell's lmms-eval output goes to
 `results/<model>/<mode>/<ratio>/<task>/`; the 100% run is `baseline` (no compression) and serves both modes:
 - `paper`: the paper's setting, one SCC tau per row, found by `llava.eval.calibrate` on the task's videos so

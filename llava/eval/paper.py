@@ -1,4 +1,4 @@
-"""The paper's published tables as data (`configs/paper_results.yaml`) and its Avg. columns.
+"""The paper's published tables as data (`configs/paper/published.yaml`) and its Avg. columns.
 
 The paper does not say how Avg.(%) is computed; reading the rows back gives: Tables 1, 2 and 7 average the
 per-column ratios to the 100% row (Table 1 over AN Acc, AN Score, CI, DO, CU, TU, CO and Next-QA, leaving out
@@ -13,7 +13,7 @@ from typing import Literal
 
 import yaml
 
-PAPER_YAML = Path(__file__).resolve().parents[2] / "configs" / "paper_results.yaml"
+PAPER_YAML = Path(__file__).resolve().parents[2] / "configs" / "paper" / "published.yaml"
 AvgKind = Literal["ratio", "mean"]
 
 
