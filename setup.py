@@ -8,7 +8,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["llava", "llava.*"]),
     # run configs and the demo clip ship inside the package, so `llava-infer --config NAME` works from a wheel
-    package_data={"llava": ["configs/*.yaml", "assets/*.mp4"]},
+    package_data={"llava": ["configs/*.yaml", "configs/paper/*.yaml", "assets/*.mp4"]},
     install_requires=[
         "torch>=2.4",
         "transformers>=5.6",
@@ -22,14 +22,22 @@ setup(
         "numpy>=1.24",
         "pillow>=10",
     ],
-    entry_points={"console_scripts": ["llava-infer=llava.infer:main"]},
+    entry_points={
+        "console_scripts": ["llava-infer=llava.infer:main"],
+        "lmms_eval.models": ["llava_scissor=llava.eval.lmms_plugin:manifest"],
+    },
     extras_require={
         "test": ["pytest>=8", "scipy>=1.10", "ruff>=0.5"],
         "eval": ["lmms-eval>=0.7"],
         # what lmms-eval 0.7.3's `python -m lmms_eval --model llava_onevision` imports, for installing lmms-eval with
         # --no-deps beside a CPU torch build (its torchvision requirement would pull a CUDA torch): scripts/test.sh
+        # lmms-eval's runtime dependencies for our two paths (its stock llava_onevision class and llava_scissor),
+        # installed next to `pip install --no-deps lmms-eval==0.7.3`: its own requirements pull torchvision, whose
+        # PyPI wheels replace a CPU torch. filelock 4 removed `filelock._api`, which lmms-eval 0.7.3 imports;
+        # Video-MME's task code imports cv2.
         "lmms-eval-nodeps": ["loguru", "datasets", "evaluate", "pytablewriter", "jsonlines", "tenacity", "sacrebleu",
-                             "filelock<4"],
+                             "filelock<4", "tqdm-multiprocess", "python-dotenv", "pydantic", "opencv-python-headless",
+                             "matplotlib"],
         "flash": ["flash-attn>=2.5"],
     },
 )
