@@ -21,7 +21,8 @@ from llava.video import Backend
 
 @dataclass(frozen=True)
 class ModelSection:
-    """path: local directory or hub id. dtype auto = bf16 on CUDA, fp32 on CPU. device auto = CUDA if present.
+    """path: local directory or hub id. dtype auto = bf16 on CUDA and on CPUs with native bf16 matmuls
+    (AVX512-BF16 / AMX), fp32 on other CPUs; the report says which ran. device auto = CUDA if present.
     newline: auto = the checkpoint's layout when not compressing (stock OneVision: one token after all frames),
     none when compressing (as the paper's numbers were made); or force one_token / frame / none.
     frame_batch_size: frames per vision-tower batch (peak memory grows with it, not with the video's length)."""

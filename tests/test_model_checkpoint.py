@@ -224,3 +224,18 @@ def _copy(src: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "copy"
     shutil.copytree(src, dst)
     return dst
+
+
+def test_auto_dtype_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    """"auto": bf16 on CUDA or a CPU with native bf16 matmuls, fp32 on other CPUs; explicit names win."""
+    from llava.model import builder
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for avx512_bf16, amx, expected in ((False, False, torch.float32), (True, False, torch.bfloat16),
+                                       (False, True, torch.bfloat16)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert builder.resolve_dtype("auto") == expected
+        assert builder.resolve_dtype("float32") == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert builder.resolve_dtype(None) == torch.bfloat16

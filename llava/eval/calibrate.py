@@ -25,6 +25,8 @@ import torch
 
 from llava.compression import CompressionConfig, compress
 from llava.eval.features import FrameSettings, file_key, pooled_video
+from llava.model.model_config import DTYPE_NAMES
+from llava.video import BACKENDS
 
 logger = logging.getLogger(__name__)
 
@@ -167,9 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epsilon", type=float, default=None, help="approximate components (paper: 0.05)")
     parser.add_argument("--frames", type=int, default=32, help="frames per video (lmms-eval's default: 32)")
-    parser.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav"])
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
     parser.add_argument("--device", default="auto", help="cuda, cuda:1, cpu (auto: CUDA when present)")
-    parser.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float16, bfloat16")
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_NAMES,
+                        help="auto: bf16 on CUDA and on native-bf16 CPUs, else fp32")
     parser.add_argument("--cache-dir", type=Path, default=None, help="keep pooled features here across runs")
     parser.add_argument("--out", type=Path, default=None, help="write the result(s) as JSON")
     return parser
