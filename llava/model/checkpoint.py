@@ -1,9 +1,11 @@
 """Find a checkpoint, read its config and weights, and rename the weights to our module names.
 
-Steps are separate (STYLE 10): `resolve_checkpoint` (local dir or hub id) -> `read_config` -> `read_weights`
-(safetensors, single or sharded; pickled `.bin` only on explicit opt-in) -> `to_our_names` (one declared key map
-per format, then the llava-hf vocabulary padding undone and tied `lm_head` handled). Key maps follow
-reference/ecosystem.md 1.2 and 3.3.
+Steps are separate, so each can be tested on its own: `resolve_checkpoint` (local dir or hub id) ->
+`read_config` -> `read_weights` (safetensors, single or sharded; pickled `.bin` only on explicit opt-in) ->
+`to_our_names` (one declared key map per format, then the llava-hf vocabulary padding undone and tied `lm_head`
+handled). The key maps are the checkpoints' own weight names (lmms-lab's `model.vision_tower.vision_tower.
+vision_model.*`, `model.mm_projector.*`; llava-hf's `vision_tower.*`, `multi_modal_projector.linear_{1,2}.*`, with
+or without a `model.` prefix) mapped onto ours.
 
 Our names are those of `LlavaOnevisionVideoModel.state_dict()`:
 `vision_tower.*` (transformers >= 5.6 SiglipVisionModel, no `vision_model.` level), `projector.{0,2}.*`,

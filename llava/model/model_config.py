@@ -1,7 +1,8 @@
 """Our model config, parsed once from either checkpoint format's config.json, and the two policies read from it.
 
-Sources: reference/ecosystem.md 1.1 (original LLaVA-NeXT keys), 3.2 (llava-hf keys), 2 (newline positions), 2.1
-(LLaVA-Scissor's `mm_use_zip` / `mm_zip_tau` / `mm_zip_epsilon`). Every checkpoint key is read here and nowhere
+Keys read: the original LLaVA-NeXT format's flat Qwen2 fields plus `mm_*` keys (lmms-lab checkpoints), the llava-hf
+format's `text_config` / `vision_config`, the newline layout (`mm_patch_merge_type`, `mm_newline_position`), and
+LLaVA-Scissor's `mm_use_zip` / `mm_zip_tau` / `mm_zip_epsilon`. Every checkpoint key is read here and nowhere
 else, so the rest of `llava.model` works on typed fields instead of `getattr(config, "x", default)`.
 
 Our extension: an original-format config.json may carry a `vision_config` dict (SiglipVisionConfig fields). Real
