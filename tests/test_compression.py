@@ -399,3 +399,70 @@ def test_autocast_does_not_lower_similarity_precision() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         result = compress(features, CompressionConfig(tau=0.9))
     assert torch.equal(result.tokens, reference.tokens)
+
+
+def assert_single_linkage_cut(sim: np.ndarray, labels: np.ndarray, k: int) -> None:
+    """`labels` is a single-linkage clustering of `sim` into exactly k clusters, ties at the cut level allowed:
+    scipy's dendrogram gives the cut level s; every cluster must be a union of the components of {sim > s},
+    lie inside one component of {sim >= s}, and be connected by its own edges >= s."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    M = sim.shape[0]
+    distance = 1.0 - sim.astype(np.float64)
+    np.fill_diagonal(distance, 0.0)
+    Z = linkage(squareform(distance, checks=False), "single")
+    level = Z[M - k - 1, 2] if k < M else 0.0  # distance of the last merge a k-cluster cut keeps
+    coarse = fcluster(Z, level, "distance")  # cophenetic distance <= level
+    fine = fcluster(Z, np.nextafter(level, -np.inf), "distance") if level > 0 else np.arange(M)
+    assert len(np.unique(labels)) == k
+    same = labels[:, None] == labels[None, :]
+    assert (same >= (fine[:, None] == fine[None, :])).all(), "a cluster splits a component above the cut level"
+    assert (same <= (coarse[:, None] == coarse[None, :])).all(), "a cluster joins tokens below the cut level"
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        inside = distance[np.ix_(members, members)] <= level
+        assert connected_components(inside, directed=False)[0] == 1, "a cluster is joined by a weaker edge"
+
+
+def _graph_on_table(table: torch.Tensor, tiled: bool) -> TemporalGraph:
+    """A temporal graph whose similarities are the given table (exact ties, which no float vectors give)."""
+    graph = TemporalGraph(torch.randn(table.shape[0], 3), keep_table=True)
+    if tiled:
+        graph.table = None
+        graph.rows = lambda start, stop: table[start:stop]
+    else:
+        graph.table = table[None].clone()
+    return graph
+
+
+@pytest.mark.parametrize("tiled", [False, True], ids=["dense", "tiled"])
+def test_ratio_cut_with_tied_weights_is_single_linkage(tiled: bool) -> None:
+    """A path of 0.9 ties (2-3-4-1-5-0) and a 0.3 pair (6-7), cut at k = 4: one 0.9 edge must stay out and the
+    pair must stay apart. Boruvka's first round picks only 3 of the 5 tied edges plus the 0.3 one, so a budget
+    taken from that round's edges, not from the tied ones, would join the pair."""
+    table = torch.zeros(8, 8)
+    table.fill_diagonal_(1.0)
+    path = [2, 3, 4, 1, 5, 0]
+    for a, b in zip(path, path[1:], strict=False):
+        table[a, b] = table[b, a] = 0.9
+    table[6, 7] = table[7, 6] = 0.3
+    graph = _graph_on_table(table, tiled)
+    labels, _, tau = scc_module.cut_tree(graph, graph.tree_weights(), 4)
+    assert tau == pytest.approx(0.9)
+    assert_single_linkage_cut(table.numpy(), labels.numpy(), 4)
+    assert labels[6] != labels[7]
+
+
+@pytest.mark.parametrize("tiled", [False, True], ids=["dense", "tiled"])
+def test_ratio_cut_with_duplicated_tokens_is_single_linkage(tiled: bool) -> None:
+    g = torch.Generator().manual_seed(6)
+    for _ in range(10):
+        M = int(torch.randint(8, 60, (1,), generator=g))
+        base = torch.randn(max(2, M // 3), 4, generator=g)
+        tokens = base[torch.randint(0, base.shape[0], (M,), generator=g)]  # many exactly equal similarities
+        table = cosine_similarity(tokens[None])[0]
+        graph = _graph_on_table(table, tiled)
+        k = int(torch.randint(1, M + 1, (1,), generator=g))
+        labels, _, _ = scc_module.cut_tree(graph, graph.tree_weights(), k)
+        assert_single_linkage_cut(table.numpy(), labels.numpy(), k)

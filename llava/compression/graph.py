@@ -13,7 +13,6 @@ Similarity tables are assumed symmetric (cos(i, j) == cos(j, i) bit for bit, as 
 """
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 
@@ -21,8 +20,8 @@ import torch
 from torch import Tensor
 
 NONE = float("-inf")  # "no edge" in a similarity table
-_ROUNDS_PER_CHECK = 2  # label-propagation rounds between host reads (a spare round costs a few small ops)
-_JUMPS = 2  # pointer jumps per round (more rounds converge the rest)
+_ROUNDS_PER_CHECK = 4  # label-propagation rounds between host reads (the graphs here converge in 2-4)
+_JUMPS_PER_CHECK = 4  # Boruvka pointer jumps between host reads (its merge forests are shallow)
 _TILE_ELEMENTS = 1 << 25  # similarity entries per row tile (128 MB in float32)
 
 Rows = Callable[[int, int], Tensor]  # (start, stop) -> similarity rows [stop - start, M]
@@ -55,7 +54,7 @@ def components(num_nodes: int, u: Tensor, v: Tensor) -> tuple[Tensor, int]:
 
     Returns labels [num_nodes] = the smallest node id of each component, and the number of components.
     Min-label hooking with pointer jumping: every round, each edge lowers the label of the larger label's node
-    to the smaller label (scatter amin), then labels jump to their labels' labels. Labels only decrease and stay
+    to the smaller label (scatter amin), then labels jump once to their labels' labels. Labels only decrease and stay
     inside their component; a round that changes nothing leaves every edge's ends with one label, the smallest
     member's id. O(log n) rounds on the graphs here, checked every _ROUNDS_PER_CHECK rounds.
     """
@@ -69,8 +68,7 @@ def components(num_nodes: int, u: Tensor, v: Tensor) -> tuple[Tensor, int]:
             lu, lv = labels[u], labels[v]  # (E,) each
             low = torch.minimum(lu, lv)
             labels = labels.scatter_reduce(0, lu, low, "amin").scatter_reduce_(0, lv, low, "amin")
-            for _ in range(_JUMPS):
-                labels = labels[labels]
+            labels = labels[labels]  # pointer jump
         changed = (labels != previous).any()
         count = (labels == nodes).sum()
         answer = read_int(count * 2 + changed)  # both facts in one round trip
@@ -122,6 +120,8 @@ def boruvka(table: Tensor, max_merges: int | None = None) -> tuple[Tensor, Tenso
             break
         taken_weights.append(torch.where(take, weight, NONE).view(-1))
         comp = slot.gather(1, comp)
+        if count == 1:  # every graph is one component: nothing left to take
+            break
         table = contract(table, slot, count)
         budget = None if budget is None else budget - merges
     weights = torch.cat(taken_weights) if taken_weights else table.new_full((1,), NONE)
@@ -143,16 +143,23 @@ def forest_edges(weight: Tensor, target: Tensor, budget: int | None) -> Tensor:
 
 def merge_slots(take: Tensor, target: Tensor) -> tuple[Tensor, int, int]:
     """Merge each slot into its target where `take`. Returns the new dense slot of every old slot [B, C], the
-    new slot count (the most components any graph keeps) and the number of merges, from one host read."""
+    new slot count (the most components any graph keeps) and the number of merges, from one host read (more
+    only for a merge forest deeper than 2^_JUMPS_PER_CHECK)."""
     B, C = take.shape
     slots = torch.arange(C, device=take.device)
     parent = torch.where(take, target, slots)  # (B, C) a forest: roots point at themselves
-    for _ in range(max(1, math.ceil(math.log2(C)))):  # enough jumps for any chain of C slots
-        parent = parent.gather(1, parent)
-    root = parent == slots  # (B, C)
+    merges = take.sum()
+    while True:
+        for _ in range(_JUMPS_PER_CHECK):
+            parent = parent.gather(1, parent)
+        root = parent == slots  # (B, C)
+        unfinished = (parent.gather(1, parent) != parent).any()
+        answer = read_int((root.sum(dim=1).amax() * (B * C + 1) + merges) * 2 + unfinished)
+        if answer % 2 == 0:
+            break
+    answer //= 2
     rank = root.cumsum(dim=1) - 1  # (B, C) new slot of each root, in slot order
-    answer = read_int(root.sum(dim=1).amax() * (C * B + 1) + take.sum())
-    return rank.gather(1, parent), answer // (C * B + 1), answer % (C * B + 1)
+    return rank.gather(1, parent), answer // (B * C + 1), answer % (B * C + 1)
 
 
 def contract(table: Tensor, slot: Tensor, new_c: int) -> Tensor:
