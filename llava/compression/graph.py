@@ -21,7 +21,7 @@ from torch import Tensor
 
 NONE = float("-inf")  # "no edge" in a similarity table
 _ROUNDS_PER_CHECK = 4  # label-propagation rounds between host reads (the graphs here converge in 2-4)
-_JUMPS_PER_CHECK = 4  # Boruvka pointer jumps between host reads (its merge forests are shallow)
+_JUMPS_PER_CHECK = 3  # Boruvka pointer jumps between host reads (its merge forests are shallow)
 _TILE_ELEMENTS = 1 << 25  # similarity entries per row tile (128 MB in float32)
 
 Rows = Callable[[int, int], Tensor]  # (start, stop) -> similarity rows [stop - start, M]
