@@ -115,10 +115,15 @@ def test_reference_cases_are_not_vacuous() -> None:
     assert compressed >= 0.8 * len(CASES) * 4
 
 
+@pytest.mark.parametrize("edge_share", [1, 1 << 20], ids=["buffers-fit", "buffers-overflow"])
 @pytest.mark.parametrize("tile_elements", [1 << 25, 64], ids=["one-tile", "tiles"])
-def test_components_equal_scipy_partition_and_degree(monkeypatch: pytest.MonkeyPatch, tile_elements: int) -> None:
-    """Thresholded edges (one pass over row tiles) and their components equal scipy's, degrees included."""
+def test_components_equal_scipy_partition_and_degree(
+    monkeypatch: pytest.MonkeyPatch, tile_elements: int, edge_share: int
+) -> None:
+    """Thresholded edges (one pass over row tiles; fixed-size edge buffers, or the exact second pass when they
+    overflow) and their components equal scipy's, degrees included."""
     monkeypatch.setattr(graph_module, "_TILE_ELEMENTS", tile_elements)
+    monkeypatch.setattr(graph_module, "_EDGE_SHARE", edge_share)
     g = torch.Generator().manual_seed(1)
     for trial in range(30):
         M = int(torch.randint(2, 80, (1,), generator=g))

@@ -23,6 +23,7 @@ NONE = float("-inf")  # "no edge" in a similarity table
 _ROUNDS_PER_CHECK = 4  # label-propagation rounds between host reads (the graphs here converge in 2-4)
 _JUMPS_PER_CHECK = 3  # Boruvka pointer jumps between host reads (its merge forests are shallow)
 _TILE_ELEMENTS = 1 << 25  # similarity entries per row tile (128 MB in float32)
+_EDGE_SHARE = 64  # edge buffers hold up to 1/64 of a tile's entries (a quarter of the tile's bytes as bool)
 
 Rows = Callable[[int, int], Tensor]  # (start, stop) -> similarity rows [stop - start, M]
 
@@ -84,16 +85,34 @@ def dense_ids(labels: Tensor) -> Tensor:
 
 def threshold_edges(rows: Rows, num_rows: int, tau: float) -> tuple[Tensor, Tensor, Tensor]:
     """Edges {(i, j): sim(i, j) > tau, i < j} and degrees [M] (row counts of sim > tau, self included) of a
-    symmetric similarity table given by row tiles: one pass, one host read (the edge count) per tile."""
+    symmetric similarity table given by row tiles, in one pass.
+
+    Each tile's edges go into a fixed-size buffer (nonzero_static: no host read), 1/_EDGE_SHARE of the tile;
+    one read at the end checks that none overflowed. Padding becomes self loops of node 0, which change nothing.
+    Graphs denser than that (rare at useful taus) take a second pass with one read per tile.
+    """
     step = tile_rows(num_rows)
-    us, vs, degrees = [], [], []
-    for start in range(0, num_rows, step):
-        adjacency = rows(start, min(num_rows, start + step)) > tau  # (t, M)
+    tiles = [(start, min(num_rows, start + step)) for start in range(0, num_rows, step)]
+    us, vs, degrees, counts = [], [], [], []
+    for start, stop in tiles:
+        adjacency = rows(start, stop) > tau  # (t, M)
         degrees.append(adjacency.sum(dim=1, dtype=torch.int32))
-        i, j = torch.triu(adjacency, diagonal=start + 1).nonzero(as_tuple=True)  # (E_t,) each, j > i
-        us.append(i + start)
-        vs.append(j)
+        upper = torch.triu(adjacency, diagonal=start + 1)  # (t, M) j > i
+        capacity = max(1, upper.numel() // _EDGE_SHARE)
+        counts.append(upper.sum() > capacity)
+        edges = torch.nonzero_static(upper, size=capacity, fill_value=-1)  # (capacity, 2)
+        found = edges[:, 0] >= 0
+        us.append(torch.where(found, edges[:, 0] + start, 0))
+        vs.append(torch.where(found, edges[:, 1], 0))
+    if read_int(torch.stack(counts).any()):
+        us, vs = zip(*(_exact_edges(rows, start, stop, tau) for start, stop in tiles), strict=True)
     return torch.cat(us), torch.cat(vs), torch.cat(degrees)
+
+
+def _exact_edges(rows: Rows, start: int, stop: int, tau: float) -> tuple[Tensor, Tensor]:
+    """One tile's edges {sim > tau, j > i} of any count (one host read)."""
+    i, j = torch.triu(rows(start, stop) > tau, diagonal=start + 1).nonzero(as_tuple=True)
+    return i + start, j
 
 
 # ----------------------------------------------------------------------------------------- Boruvka
