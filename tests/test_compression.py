@@ -17,7 +17,7 @@ from llava.compression import COMPRESSORS, METHODS, CompressionConfig, compress
 from llava.compression import graph as graph_module
 from llava.compression import merge as merge_module
 from llava.compression import scc as scc_module
-from llava.compression.graph import components, similarity, threshold_edges, unit
+from llava.compression.graph import components, degrees, similarity, unit, weighted_edges
 from llava.compression.scc import TemporalGraph, ordered_means, sampled_nodes
 
 MARGIN = 1e-5
@@ -132,8 +132,9 @@ def test_components_equal_scipy_partition_and_degree(
             x = x[torch.randint(0, max(1, M // 4), (M,), generator=g)]
         tau = float(torch.rand(1, generator=g)) * 1.6 - 0.6
         sim = cosine_similarity(x[None])[0]
-        u, v, degree = threshold_edges(lambda start, stop, sim=sim: sim[start:stop], M, tau)
+        u, v, w, diagonal = weighted_edges(lambda start, stop, sim=sim: sim[start:stop], M, tau)
         labels, count = components(M, u, v)
+        degree = degrees(u, v, w, diagonal, tau)
         adjacency = (sim > tau).numpy()
         ref_count, ref = connected_components(adjacency, directed=False)
         ours = labels.numpy()

@@ -3,9 +3,10 @@ maximum spanning forests for the single-linkage cut.
 
 Written for accelerators: every loop runs a fixed number of whole-tensor steps between host reads, and each
 host read (a round trip that stalls the launch queue) fetches one integer that answers everything the next
-step needs. Connected components of {(i, j): cos(i, j) > tau} come from the edge list in one pass; the
+step needs. Connected components of {(i, j): cos(i, j) > tau} come from the edge list of one pass; the
 single-linkage tree (ratio mode) from Boruvka on a dense table contracted after every round, one host read per
-round. Rows of a similarity table are produced in tiles, so memory stays O(tile x M) however long the video.
+round, or for long videos on an edge list (tiled.py). Rows of a similarity table are produced in tiles, so
+memory stays O(tile x M) however long the video.
 
 Connected components of the thresholded graph are exactly the components of a maximum spanning forest
 restricted to edges > tau (cycle property), so the single-linkage cut at a threshold IS SCC at that tau.
@@ -83,36 +84,42 @@ def dense_ids(labels: Tensor) -> Tensor:
     return (roots.cumsum(0) - 1)[labels]
 
 
-def threshold_edges(rows: Rows, num_rows: int, tau: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Edges {(i, j): sim(i, j) > tau, i < j} and degrees [M] (row counts of sim > tau, self included) of a
-    symmetric similarity table given by row tiles, in one pass.
+def weighted_edges(rows: Rows, size: int, floor: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One pass over the row tiles of a symmetric similarity table: edges (u < v) with similarity > floor, their
+    weights, and the table's diagonal [M].
 
-    Each tile's edges go into a fixed-size buffer (nonzero_static: no host read), 1/_EDGE_SHARE of the tile;
-    one read at the end checks that none overflowed. Padding becomes self loops of node 0, which change nothing.
-    Graphs denser than that (rare at useful taus) take a second pass with one read per tile.
-    """
-    step = tile_rows(num_rows)
-    tiles = [(start, min(num_rows, start + step)) for start in range(0, num_rows, step)]
-    us, vs, degrees, counts = [], [], [], []
-    for start, stop in tiles:
-        adjacency = rows(start, stop) > tau  # (t, M)
-        degrees.append(adjacency.sum(dim=1, dtype=torch.int32))
-        upper = torch.triu(adjacency, diagonal=start + 1)  # (t, M) j > i
+    Each tile's edges go into a fixed-size buffer (nonzero_static: no host read) of 1/_EDGE_SHARE of its
+    entries, padding being -inf self loops of node 0, which change nothing; one host read for the whole pass
+    checks that none overflowed. Graphs denser than that (rare at useful taus) are read again exactly, one
+    read per tile."""
+    step = tile_rows(size)
+    parts, overflow, diagonal = [], [], []
+    for start in range(0, size, step):
+        sim = rows(start, min(size, start + step))  # (t, M)
+        local = torch.arange(sim.shape[0], device=sim.device)
+        diagonal.append(sim[local, local + start])
+        upper = torch.triu(sim > floor, diagonal=start + 1)  # (t, M)
         capacity = max(1, upper.numel() // _EDGE_SHARE)
-        counts.append(upper.sum() > capacity)
-        edges = torch.nonzero_static(upper, size=capacity, fill_value=-1)  # (capacity, 2)
-        found = edges[:, 0] >= 0
-        us.append(torch.where(found, edges[:, 0] + start, 0))
-        vs.append(torch.where(found, edges[:, 1], 0))
-    if read_int(torch.stack(counts).any()):
-        us, vs = zip(*(_exact_edges(rows, start, stop, tau) for start, stop in tiles), strict=True)
-    return torch.cat(us), torch.cat(vs), torch.cat(degrees)
+        overflow.append(upper.sum() > capacity)
+        parts.append(_tile_edges(sim, torch.nonzero_static(upper, size=capacity, fill_value=-1), start))
+    if read_int(torch.stack(overflow).any()):
+        parts = [_tile_edges(sim, torch.triu(sim > floor, diagonal=start + 1).nonzero(), start)
+                 for start in range(0, size, step) for sim in [rows(start, min(size, start + step))]]
+    u, v, w = (torch.cat(column) for column in zip(*parts, strict=True))
+    return u, v, w, torch.cat(diagonal)
 
 
-def _exact_edges(rows: Rows, start: int, stop: int, tau: float) -> tuple[Tensor, Tensor]:
-    """One tile's edges {sim > tau, j > i} of any count (one host read)."""
-    i, j = torch.triu(rows(start, stop) > tau, diagonal=start + 1).nonzero(as_tuple=True)
-    return i + start, j
+def _tile_edges(sim: Tensor, edges: Tensor, start: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Tile-local (row, column) pairs [E, 2], -1 = padding -> global u, v and weights."""
+    found = edges[:, 0] >= 0
+    i, j = edges[:, 0].clamp(min=0), edges[:, 1].clamp(min=0)
+    return torch.where(found, i + start, 0), torch.where(found, j, 0), torch.where(found, sim[i, j], NONE)
+
+
+def degrees(u: Tensor, v: Tensor, w: Tensor, diagonal: Tensor, tau: float) -> Tensor:
+    """Row counts of sim > tau [size], self included, from an edge list holding every edge above tau."""
+    above = (w > tau).int()
+    return (diagonal > tau).int().index_add_(0, u, above).index_add_(0, v, above)
 
 
 # ----------------------------------------------------------------------------------------- Boruvka

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .graph import NONE, boruvka, components, contract, dense_ids, similarity, threshold_edges, unit
+from .graph import NONE, boruvka, components, contract, degrees, dense_ids, similarity, unit, weighted_edges
 from .merge import merge_into_kept, segment_sum
-from .tiled import tiled_boruvka
+from .tiled import edge_boruvka, tiled_boruvka
 
 _SEARCH_PROBES = 3  # temporal passes the ratio mode may spend finding a common threshold
 _GAP_DONE = 0.01  # spatial and temporal thresholds this close count as "the same tau"
@@ -100,6 +100,8 @@ class TemporalGraph:
 
     `keep_table` (ratio mode, which reads the table several times) holds the dense [1, M', M'] table up to
     DENSE_LIMIT tokens; otherwise rows are recomputed per tile, so memory stays O(tile x M') for long videos.
+    The edge list of the last pass (all edges above some floor) is kept: thresholds above that floor, and the
+    spanning tree above it, are read from it without another pass.
     """
 
     def __init__(self, tokens: Tensor, keep_table: bool) -> None:
@@ -107,6 +109,7 @@ class TemporalGraph:
         self.x_unit = unit(tokens)  # (M', D)
         dense = keep_table and self.size <= DENSE_LIMIT
         self.table = similarity(self.x_unit[None]) if dense else None  # (1, M', M')
+        self._edges: tuple[float, tuple[Tensor, Tensor, Tensor, Tensor]] | None = None  # floor, (u, v, w, diag)
 
     def rows(self, start: int, stop: int) -> Tensor:
         """Similarity rows [stop - start, M']."""
@@ -116,28 +119,40 @@ class TemporalGraph:
             return similarity(self.x_unit[None])[0]
         return (self.x_unit[start:stop] @ self.x_unit.T).clamp_(-1.0, 1.0)
 
+    def edges(self, floor: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Every edge with similarity > floor (u < v, weights) and the diagonal [M']; one pass unless kept."""
+        if self._edges is None or self._edges[0] > floor:
+            self._edges = (floor, weighted_edges(self.rows, self.size, floor))
+        return self._edges[1]
+
     def components(self, tau: float, sampled: Tensor | None = None) -> tuple[Tensor, int, Tensor]:
         """SCC at tau: dense labels [M'], their count, and degrees [M'] (self included, full graph)."""
-        u, v, degree = threshold_edges(self.rows, self.size, tau)
-        labels, count = components(self.size, *_touching(sampled, u, v))
-        return dense_ids(labels), count, degree
+        u, v, w, diagonal = self.edges(tau)
+        labels, count = components(self.size, *_touching(sampled, torch.where(w > tau, u, v), v))
+        return dense_ids(labels), count, degrees(u, v, w, diagonal, tau)
 
     def tree_weights(self, floor: float | None = None) -> Tensor:
         """Single-linkage merge similarities (maximum spanning tree weights), strongest first, -inf padded;
         with `floor`, only those above it (the spanning forest of {sim > floor} holds exactly those)."""
-        if self.table is None:
-            weights = tiled_boruvka(self.rows, self.size, above=floor)[1]
-        else:
+        if self.table is not None:
             table = self.table.clone() if floor is None else torch.nn.functional.threshold(self.table, floor, NONE)
             weights = boruvka(table)[1]
+        elif floor is None:
+            weights = tiled_boruvka(self.rows, self.size)[1]
+        else:
+            u, v, w, _ = self.edges(floor)
+            weights = edge_boruvka(u, v, w, self.size)[1]
         return torch.sort(weights, descending=True).values
 
     def merge_tied(self, labels: Tensor, count: int, merges: int, tau: float) -> tuple[Tensor, int]:
         """Merge `merges` more pairs of components (dense labels [M']) along edges of similarity exactly tau,
         the weakest level the single-linkage cut keeps (ties to the lower component). Returns labels, count."""
         if self.table is None:
-            groups, new_count = tiled_boruvka(self.rows, self.size, at_least=tau, start=labels, count=count,
-                                              max_merges=merges)[::2]
+            below = float(torch.nextafter(torch.tensor(tau, dtype=self.x_unit.dtype),
+                                          torch.tensor(NONE, dtype=self.x_unit.dtype)))
+            u, v, w, _ = self.edges(below)  # every edge >= tau
+            tied = torch.where(w >= tau, w, NONE)
+            groups, _, new_count = edge_boruvka(u, v, tied, self.size, start=labels, count=count, max_merges=merges)
             return groups, new_count
         tied = self.table.masked_fill(self.table < tau, NONE)  # (1, M', M') only edges >= tau
         groups, _, new_count = boruvka(contract(tied, labels[None], count), max_merges=merges)  # (1, C)
