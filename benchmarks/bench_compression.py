@@ -9,8 +9,13 @@ Columns per case:
   and its neighbours, components sorted by highest-degree member, the same merge step. tau mode only.
 - ratio rows also show ours in tau mode at the spatial tau the ratio search settled on (the same work without
   the search), to price the exact budget.
+- syncs / ops: host round trips and dispatched ops of one call (llava.compression.counting), the costs a GPU
+  pays per call in launch stalls and kernel launches.
 
-Run: python benchmarks/bench_compression.py [--repeats 5] [--dims 896 3584]
+`--long` prints the long-video table instead: 32 / 64 / 128 / 256 frames, compression time against one tiled
+similarity pass over its temporal tokens (M' = tokens after the spatial step), which any exact temporal step pays.
+
+Run: python benchmarks/bench_compression.py [--repeats 5] [--dims 896 3584] [--long] [--device cuda]
 """
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import region_video  # noqa: E402
 
 from llava.compression import CompressionConfig, compress  # noqa: E402
+from llava.compression.counting import count  # noqa: E402
+from llava.compression.graph import tile_rows, unit  # noqa: E402
 
 LARGE_REGIONS = {"regions": 32, "noise": (0.05, 0.45), "size_spread": 30.0}
 
@@ -44,10 +51,16 @@ def interleaved_ms(repeats: int, *calls: tuple) -> list[float]:
     times: list[list[float]] = [[] for _ in calls]
     for _ in range(repeats):
         for slot, (fn, *args) in zip(times, calls, strict=True):
-            start = time.perf_counter()
+            start = _clock()
             fn(*args)
-            slot.append((time.perf_counter() - start) * 1000)
+            slot.append((_clock() - start) * 1000)
     return [statistics.median(slot) for slot in times]
+
+
+def _clock() -> float:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
 
 
 # ------------------------------------------------------------------ the straightforward implementation
@@ -109,14 +122,41 @@ def similarity_floor(features: torch.Tensor, spatial_count: int, kept_count: int
     xn.reshape(-1, dim) @ kept.T  # merge
 
 
-def run(dims: list[int], repeats: int, large_regions: bool) -> None:
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {repeats} interleaved runs")
-    header = ("| D | mode | tokens out (%) | ours ms | floor ms | ours/floor | naive ms | naive/ours | tau-mode ms "
-              "| ratio/tau |")
+def similarity_pass(tokens: torch.Tensor) -> None:
+    """One tiled pass over the similarities of `tokens` [M, D] (row tiles as the compressor's)."""
+    x_unit = unit(tokens)
+    step = tile_rows(tokens.shape[0])
+    for start in range(0, tokens.shape[0], step):
+        (x_unit[start:start + step] @ x_unit.T).clamp_(-1.0, 1.0)
+
+
+def run_long(dims: list[int], frames_list: list[int], repeats: int, device: str) -> None:
+    print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, median of {repeats} runs")
+    header = "| D | mode | frames | M' | tokens out | ours ms | one pass ms | ours/pass | syncs | ops |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for dim in dims:
-        features = region_video(dim=dim, **(LARGE_REGIONS if large_regions else {}))
+        for mode, config in (("tau 0.9", CompressionConfig(tau=0.9)),
+                             ("r 0.1", CompressionConfig(retention_ratio=0.1))):
+            for frames in frames_list:
+                features = region_video(frames=frames, dim=dim).to(device)
+                stats = compress(features, config).stats
+                temporal = features.reshape(-1, dim)[: stats.tokens_spatial]  # M' tokens stand in for the pass
+                ours, one_pass = interleaved_ms(repeats, (compress, features, config), (similarity_pass, temporal))
+                counts = count(compress, features, config)
+                print(f"| {dim} | {mode} | {frames} | {stats.tokens_spatial} | {stats.tokens_out} | {ours:.0f} | "
+                      f"{one_pass:.0f} | {ours / one_pass:.2f} | {counts.syncs} | {counts.ops} |", flush=True)
+
+
+def run(dims: list[int], repeats: int, large_regions: bool, device: str) -> None:
+    print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, median of {repeats} interleaved "
+          "runs")
+    header = ("| D | mode | tokens out (%) | ours ms | floor ms | ours/floor | naive ms | naive/ours | tau-mode ms "
+              "| ratio/tau | syncs | ops |")
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for dim in dims:
+        features = region_video(dim=dim, **(LARGE_REGIONS if large_regions else {})).to(device)
         n = features.shape[0] * features.shape[1]
         for tau in (0.8, 0.9, 0.95):
             config = CompressionConfig(tau=tau)
@@ -126,8 +166,10 @@ def run(dims: list[int], repeats: int, large_regions: bool) -> None:
                 (similarity_floor, features, stats.tokens_spatial, stats.tokens_out),
             )
             naive = median_ms(max(1, repeats // 3), naive_compress, features, tau)
+            counts = count(compress, features, config)
             print(f"| {dim} | tau {tau} | {stats.tokens_out} ({100 * stats.tokens_out / n:.1f}) | {ours:.0f} | "
-                  f"{floor:.0f} | {ours / floor:.2f} | {naive:.0f} | {naive / ours:.1f} | - | - |")
+                  f"{floor:.0f} | {ours / floor:.2f} | {naive:.0f} | {naive / ours:.1f} | - | - | {counts.syncs} | "
+                  f"{counts.ops} |", flush=True)
         for ratio in (0.35, 0.10, 0.05):
             config = CompressionConfig(retention_ratio=ratio)
             stats = compress(features, config).stats
@@ -136,9 +178,11 @@ def run(dims: list[int], repeats: int, large_regions: bool) -> None:
                 (similarity_floor, features, stats.tokens_spatial, stats.tokens_out),
                 (compress, features, CompressionConfig(tau=stats.tau_spatial)),
             )
+            counts = count(compress, features, config)
             print(f"| {dim} | r {ratio} (tau {stats.tau_spatial:.3f}/{stats.tau_temporal:.3f}) | "
                   f"{stats.tokens_out} ({100 * stats.tokens_out / n:.1f}) | {ours:.0f} | {floor:.0f} | "
-                  f"{ours / floor:.2f} | - | - | {tau_ms:.0f} | {ours / tau_ms:.2f} |")
+                  f"{ours / floor:.2f} | - | - | {tau_ms:.0f} | {ours / tau_ms:.2f} | {counts.syncs} | "
+                  f"{counts.ops} |", flush=True)
 
 
 if __name__ == "__main__":
@@ -147,5 +191,11 @@ if __name__ == "__main__":
     parser.add_argument("--dims", type=int, nargs="+", default=[896, 3584])
     parser.add_argument("--large-regions", action="store_true",
                         help="32 regions of very different sizes: denser graphs (retention leaves the 1-50%% band)")
+    parser.add_argument("--long", action="store_true", help="the long-video table (32-256 frames)")
+    parser.add_argument("--frames", type=int, nargs="+", default=[32, 64, 128, 256], help="frames for --long")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    run(args.dims, args.repeats, args.large_regions)
+    if args.long:
+        run_long(args.dims, args.frames, args.repeats, args.device)
+    else:
+        run(args.dims, args.repeats, args.large_regions, args.device)

@@ -14,10 +14,11 @@ import torch
 from scipy.sparse.csgraph import connected_components
 
 from llava.compression import COMPRESSORS, METHODS, CompressionConfig, compress
+from llava.compression import graph as graph_module
 from llava.compression import merge as merge_module
 from llava.compression import scc as scc_module
-from llava.compression.graph import similarity, unit
-from llava.compression.scc import ordered_means, sampled_nodes, threshold_components
+from llava.compression.graph import components, degrees, similarity, unit, weighted_edges
+from llava.compression.scc import TemporalGraph, ordered_means, sampled_nodes
 
 MARGIN = 1e-5
 
@@ -114,37 +115,54 @@ def test_reference_cases_are_not_vacuous() -> None:
     assert compressed >= 0.8 * len(CASES) * 4
 
 
-@pytest.mark.parametrize("edge_list", [False, True], ids=["boruvka", "edge-list"])
-def test_components_equal_scipy_partition_and_order(monkeypatch: pytest.MonkeyPatch, edge_list: bool) -> None:
-    """Both ways of finding components (edge list for sparse graphs, Boruvka for dense) equal scipy's."""
-    monkeypatch.setattr(scc_module, "_use_edge_list", lambda adjacency: edge_list)
+@pytest.mark.parametrize("edge_share", [1, 1 << 20], ids=["buffers-fit", "buffers-overflow"])
+@pytest.mark.parametrize("tile_elements", [1 << 25, 64], ids=["one-tile", "tiles"])
+def test_components_equal_scipy_partition_and_degree(
+    monkeypatch: pytest.MonkeyPatch, tile_elements: int, edge_share: int
+) -> None:
+    """Thresholded edges (one pass over row tiles; fixed-size edge buffers, or the exact second pass when they
+    overflow) and their components equal scipy's, degrees included."""
+    monkeypatch.setattr(graph_module, "_TILE_ELEMENTS", tile_elements)
+    monkeypatch.setattr(graph_module, "_EDGE_SHARE", edge_share)
     g = torch.Generator().manual_seed(1)
     for trial in range(30):
         M = int(torch.randint(2, 80, (1,), generator=g))
-        x = torch.randn(3, M, 4, generator=g)
+        x = torch.randn(M, 4, generator=g)
         if trial % 3 == 0:  # duplicated tokens: many exactly tied similarities
-            x = x[:, torch.randint(0, max(1, M // 4), (M,), generator=g)]
+            x = x[torch.randint(0, max(1, M // 4), (M,), generator=g)]
         tau = float(torch.rand(1, generator=g)) * 1.6 - 0.6
-        sim = cosine_similarity(x)
-        labels, degree = threshold_components(sim, tau)
-        for b in range(3):
-            adjacency = (sim[b] > tau).numpy()
-            count, ref = connected_components(adjacency, directed=False)
-            ours = labels[b].numpy()
-            assert ours.max() + 1 == count
-            assert ((ref[:, None] == ref[None, :]) == (ours[:, None] == ours[None, :])).all()
-            assert (degree[b].numpy() == adjacency.sum(1)).all()
+        sim = cosine_similarity(x[None])[0]
+        u, v, w, diagonal = weighted_edges(lambda start, stop, sim=sim: sim[start:stop], M, tau)
+        labels, count = components(M, u, v)
+        degree = degrees(u, v, w, diagonal, tau)
+        adjacency = (sim > tau).numpy()
+        ref_count, ref = connected_components(adjacency, directed=False)
+        ours = labels.numpy()
+        assert count == ref_count and len(np.unique(ours)) == count
+        assert ((ref[:, None] == ref[None, :]) == (ours[:, None] == ours[None, :])).all()
+        assert all(ours[i] == min(np.flatnonzero(ref == ref[i])) for i in range(M))  # the smallest member's id
+        assert (degree.numpy() == adjacency.sum(1)).all()
+
+
+def test_components_of_long_chains() -> None:
+    """Paths in scrambled order need many label-propagation rounds: still exact."""
+    g = torch.Generator().manual_seed(0)
+    for n in (2, 33, 1000):
+        order = torch.randperm(n, generator=g)
+        labels, count = components(2 * n, order[:-1], order[1:])  # nodes n .. 2n-1 stay alone
+        assert count == n + 1
+        assert (labels[:n] == 0).all() and torch.equal(labels[n:], torch.arange(n, 2 * n))
 
 
 def test_ordered_means_orders_by_highest_degree_member() -> None:
     x = torch.arange(10.0).view(5, 2)
     labels = torch.tensor([0, 1, 0, 1, 2])
     degree = torch.tensor([1, 1, 3, 2, 2])  # comp0's top member is 2, comp1's is 3 (deg 2 > 1), comp2's is 4
-    out = ordered_means(x, labels, degree)
+    out = ordered_means(x, labels, 3, degree)
     expected = torch.stack([x[[0, 2]].mean(0), x[[1, 3]].mean(0), x[4]])
     torch.testing.assert_close(out, expected)
     degree = torch.tensor([1, 5, 3, 2, 2])  # comp0 keyed by 2, comp1 by 1 -> comp1 first
-    out = ordered_means(x, labels, degree)
+    out = ordered_means(x, labels, 3, degree)
     torch.testing.assert_close(out, torch.stack([x[[1, 3]].mean(0), x[[0, 2]].mean(0), x[4]]))
 
 
@@ -231,27 +249,24 @@ def test_approximate_equals_exact_below_sampling_threshold() -> None:
     assert torch.equal(exact.tokens, approx.tokens)
 
 
-@pytest.mark.parametrize("edge_list", [False, True], ids=["boruvka", "edge-list"])
-def test_approximate_components_match_reference_on_the_same_sample(
-    monkeypatch: pytest.MonkeyPatch, edge_list: bool
-) -> None:
+def test_approximate_components_match_reference_on_the_same_sample() -> None:
     """With sampling active, components are those of the graph of edges touching a sampled node, every token in
     exactly one of them (the authors' union-find read-out can drop tokens; ours must not)."""
-    monkeypatch.setattr(scc_module, "_use_edge_list", lambda adjacency: edge_list)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 300, 4, generator=g)
     sim = cosine_similarity(x)
-    sampled = sampled_nodes(2, 300, 0.2, torch.Generator().manual_seed(1), x.device)  # 143 of 300 sampled
+    sampled = sampled_nodes(2, 300, 0.2, torch.Generator().manual_seed(1), x.device).view(2, 300)  # 143 of 300
     assert sampled.sum(dim=1).tolist() == [143, 143]
-    labels, _ = threshold_components(sim, 0.95, sampled)
-    exact, _ = threshold_components(sim, 0.95)
     for b in range(2):
+        graph = TemporalGraph(x[b], keep_table=False)
+        labels, count, _ = graph.components(0.95, sampled[b])
+        _, exact, _ = graph.components(0.95)
         allowed = (sampled[b, :, None] | sampled[b, None, :]).numpy()
-        count, ref = connected_components((sim[b] > 0.95).numpy() & allowed, directed=False)
-        ours = labels[b].numpy()
-        assert ours.max() + 1 == count and np.bincount(ours).sum() == 300
+        ref_count, ref = connected_components((sim[b] > 0.95).numpy() & allowed, directed=False)
+        ours = labels.numpy()
+        assert ours.max() + 1 == count == ref_count and np.bincount(ours).sum() == 300
         assert ((ref[:, None] == ref[None, :]) == (ours[:, None] == ours[None, :])).all()
-        assert count > int(exact[b].max()) + 1  # fewer edges than exact: more components here
+        assert count > exact  # fewer edges than exact: more components here
     config = CompressionConfig(tau=0.95, epsilon=0.2, seed=5)
     assert torch.equal(compress(x, config).tokens, compress(x.clone(), config).tokens)
 
@@ -263,10 +278,11 @@ def test_approximate_components_match_reference_on_the_same_sample(
     ids=["tau0.9", "tau0.6", "r0.1", "r0.35", "approx"],
 )
 def test_tiled_temporal_step_equals_dense(monkeypatch: pytest.MonkeyPatch, config: CompressionConfig) -> None:
-    """Long videos switch the temporal step to row tiles (bounded memory); the result must not change."""
+    """Long videos work on row tiles of the temporal similarities (bounded memory); the result must not change."""
     features = clustered_video(8, 36, 16, 6, 0.5, seed=11)
     dense = compress(features, config)
     monkeypatch.setattr(scc_module, "DENSE_LIMIT", 16)  # every temporal step here has more tokens than 16
+    monkeypatch.setattr(graph_module, "_TILE_ELEMENTS", 16 * 300)  # tiles of a few rows
     tiled = compress(features, config)
     assert tiled.stats.tokens_spatial > 16
     assert tiled.stats.tokens_out == dense.stats.tokens_out
@@ -371,7 +387,7 @@ def test_ratio_cut_equals_scipy_single_linkage(monkeypatch: pytest.MonkeyPatch, 
     g = torch.Generator().manual_seed(4)
     for trial in range(12):
         tokens = torch.randn(int(torch.randint(12, 90, (1,), generator=g)), 6, generator=g)
-        graph = scc_module.TemporalGraph(tokens)
+        graph = TemporalGraph(tokens, keep_table=True)
         k = int(torch.randint(1, tokens.shape[0] + 1, (1,), generator=g))
         labels, _, _ = scc_module.cut_tree(graph, graph.tree_weights(), k)
         distance = 1.0 - cosine_similarity(tokens[None].double())[0].numpy()
@@ -389,3 +405,70 @@ def test_autocast_does_not_lower_similarity_precision() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         result = compress(features, CompressionConfig(tau=0.9))
     assert torch.equal(result.tokens, reference.tokens)
+
+
+def assert_single_linkage_cut(sim: np.ndarray, labels: np.ndarray, k: int) -> None:
+    """`labels` is a single-linkage clustering of `sim` into exactly k clusters, ties at the cut level allowed:
+    scipy's dendrogram gives the cut level s; every cluster must be a union of the components of {sim > s},
+    lie inside one component of {sim >= s}, and be connected by its own edges >= s."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    M = sim.shape[0]
+    distance = 1.0 - sim.astype(np.float64)
+    np.fill_diagonal(distance, 0.0)
+    Z = linkage(squareform(distance, checks=False), "single")
+    level = Z[M - k - 1, 2] if k < M else 0.0  # distance of the last merge a k-cluster cut keeps
+    coarse = fcluster(Z, level, "distance")  # cophenetic distance <= level
+    fine = fcluster(Z, np.nextafter(level, -np.inf), "distance") if level > 0 else np.arange(M)
+    assert len(np.unique(labels)) == k
+    same = labels[:, None] == labels[None, :]
+    assert (same >= (fine[:, None] == fine[None, :])).all(), "a cluster splits a component above the cut level"
+    assert (same <= (coarse[:, None] == coarse[None, :])).all(), "a cluster joins tokens below the cut level"
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        inside = distance[np.ix_(members, members)] <= level
+        assert connected_components(inside, directed=False)[0] == 1, "a cluster is joined by a weaker edge"
+
+
+def _graph_on_table(table: torch.Tensor, tiled: bool) -> TemporalGraph:
+    """A temporal graph whose similarities are the given table (exact ties, which no float vectors give)."""
+    graph = TemporalGraph(torch.randn(table.shape[0], 3), keep_table=True)
+    if tiled:
+        graph.table = None
+        graph.rows = lambda start, stop: table[start:stop]
+    else:
+        graph.table = table[None].clone()
+    return graph
+
+
+@pytest.mark.parametrize("tiled", [False, True], ids=["dense", "tiled"])
+def test_ratio_cut_with_tied_weights_is_single_linkage(tiled: bool) -> None:
+    """A path of 0.9 ties (2-3-4-1-5-0) and a 0.3 pair (6-7), cut at k = 4: one 0.9 edge must stay out and the
+    pair must stay apart. Boruvka's first round picks only 3 of the 5 tied edges plus the 0.3 one, so a budget
+    taken from that round's edges, not from the tied ones, would join the pair."""
+    table = torch.zeros(8, 8)
+    table.fill_diagonal_(1.0)
+    path = [2, 3, 4, 1, 5, 0]
+    for a, b in zip(path, path[1:], strict=False):
+        table[a, b] = table[b, a] = 0.9
+    table[6, 7] = table[7, 6] = 0.3
+    graph = _graph_on_table(table, tiled)
+    labels, _, tau = scc_module.cut_tree(graph, graph.tree_weights(), 4)
+    assert tau == pytest.approx(0.9)
+    assert_single_linkage_cut(table.numpy(), labels.numpy(), 4)
+    assert labels[6] != labels[7]
+
+
+@pytest.mark.parametrize("tiled", [False, True], ids=["dense", "tiled"])
+def test_ratio_cut_with_duplicated_tokens_is_single_linkage(tiled: bool) -> None:
+    g = torch.Generator().manual_seed(6)
+    for _ in range(10):
+        M = int(torch.randint(8, 60, (1,), generator=g))
+        base = torch.randn(max(2, M // 3), 4, generator=g)
+        tokens = base[torch.randint(0, base.shape[0], (M,), generator=g)]  # many exactly equal similarities
+        table = cosine_similarity(tokens[None])[0]
+        graph = _graph_on_table(table, tiled)
+        k = int(torch.randint(1, M + 1, (1,), generator=g))
+        labels, _, _ = scc_module.cut_tree(graph, graph.tree_weights(), k)
+        assert_single_linkage_cut(table.numpy(), labels.numpy(), k)

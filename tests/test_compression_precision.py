@@ -1,6 +1,6 @@
 """`precision="input"`: SCC computed in the features' dtype, as the authors' code does, against a brute-force
 reference written directly in fp16 (normalise, similarity, `> tau` with tau rounded to fp16, fp16 means, fp16
-argmax and fp16 accumulation of the merge)."""
+argmax and fp16 accumulation of the merge, divided in place by float counts)."""
 from __future__ import annotations
 
 import numpy as np
@@ -40,7 +40,7 @@ def ref_compress_half(features: torch.Tensor, tau: float) -> tuple[torch.Tensor,
     for i, j in enumerate(assignment.tolist()):
         merged[j] += flat[i]  # one fp16 rounding per added token
     counts = torch.bincount(assignment, minlength=kept.shape[0]) + 1
-    return merged / counts[:, None].to(HALF), assignment, concat.shape[0]
+    return (merged.float() / counts[:, None].float()).to(HALF), assignment, concat.shape[0]  # float counts
 
 
 def video(frames: int, tokens: int, dim: int, seed: int) -> torch.Tensor:

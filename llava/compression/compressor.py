@@ -64,8 +64,8 @@ def check_features(features: Tensor) -> None:
         raise ValueError(f"features must be non-empty in every dimension, got shape {tuple(features.shape)}")
     if not features.is_floating_point():
         raise TypeError(f"features must be a floating-point tensor, got {features.dtype}")
-    low, high = torch.aminmax(features)  # NaN propagates through min/max: one cheap pass finds NaN and inf
-    if not (bool(torch.isfinite(low)) and bool(torch.isfinite(high))):
+    extremes = torch.stack(torch.aminmax(features))  # NaN propagates through min/max: one pass finds NaN and inf
+    if not bool(torch.isfinite(extremes).all()):  # the one host read of the check
         raise ValueError(
             "features contain NaN or inf; check the vision tower's dtype (fp16 overflow) before compressing"
         )

@@ -27,7 +27,8 @@ _MASK_INDEXING = {aten.index, aten.index_put, aten.index_put_, aten._index_put_i
 
 @dataclass
 class Counts:
-    """ops: dispatched aten ops; syncs: host round trips among them; by_op: syncs per op name (for reports)."""
+    """ops: dispatched aten ops that run a kernel (views and other metadata-only ops excluded); syncs: host round
+    trips among them; by_op: syncs per op name (for reports)."""
 
     ops: int = 0
     syncs: int = 0
@@ -60,7 +61,7 @@ class CountingMode(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        self.counts.ops += 1
+        self.counts.ops += not func.is_view
         if _forces_sync(func, args, kwargs):
             self.counts.syncs += 1
             self.counts.by_op[func.overloadpacket.__name__] += 1

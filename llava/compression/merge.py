@@ -24,8 +24,10 @@ def merge_into_kept(x: Tensor, kept: Tensor, x_unit: Tensor | None = None) -> tu
     kept_n = unit(kept)  # (K, D)
     x_unit = unit(x) if x_unit is None else x_unit  # (N, D)
     assignment = torch.cat([(rows @ kept_n.T).argmax(dim=1) for rows in x_unit.split(_TILE_ROWS)])  # (N,)
-    counts = torch.bincount(assignment, minlength=kept.shape[0]) + 1  # (K,)
-    merged = accumulate_rows(kept, assignment, x).div_(counts[:, None].to(x.dtype))  # (K, D), in kept's memory
+    wide = torch.promote_types(x.dtype, torch.float32)  # counts stay exact in fp16 / bf16 modes too
+    counts = torch.ones(kept.shape[0], dtype=wide, device=x.device).index_add_(
+        0, assignment, torch.ones_like(assignment, dtype=wide))  # (K,) 1 + tokens assigned
+    merged = accumulate_rows(kept, assignment, x).div_(counts[:, None])  # (K, D), in kept's memory and dtype
     return merged, assignment
 
 

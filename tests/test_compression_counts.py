@@ -1,0 +1,55 @@
+"""What a `compress` call costs an accelerator, counted (not timed) on the CPU: dispatched ops (kernel launches)
+and host round trips (reads that stall the launch queue), at the paper's 32 x 196 and at a longer video."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from llava.compression import CompressionConfig, compress
+from llava.compression.counting import CountingMode, count
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+from synthetic import region_video  # noqa: E402
+
+# (config, frames) -> (max round trips, max ops). Tau mode meets the issue's targets (<= 10, <= 200) at 32
+# frames; a longer video keeps the round trips (one read per pass, not per tile) but adds ~15 ops per extra
+# similarity tile (96 frames here: 2 tiles, 257 ops). Ratio mode runs a search (up to 3 temporal spanning
+# trees, ~19 Boruvka rounds at one read each) and stays above its targets (<= 30, <= 600): these bounds guard
+# what it reaches today (37 / ~1,180 here; 34 / ~1,060 at D = 896, where it was 290 / 1,862). At 96 frames its
+# temporal step has more tokens than it keeps a table for and reads an edge list instead.
+BUDGETS = {
+    ("tau0.9", 32): (10, 200), ("tau0.9", 96): (10, 270),
+    ("r0.1", 32): (40, 1200), ("r0.1", 96): (45, 1600),
+}
+CONFIGS = {"tau0.9": CompressionConfig(tau=0.9), "r0.1": CompressionConfig(retention_ratio=0.1)}
+
+
+@pytest.fixture(scope="module")
+def videos() -> dict[int, torch.Tensor]:
+    return {frames: region_video(frames=frames, dim=64) for frames in (32, 96)}
+
+
+@pytest.mark.parametrize("frames", [32, 96])
+@pytest.mark.parametrize("mode", list(CONFIGS))
+def test_round_trips_and_ops_per_call(videos, frames: int, mode: str) -> None:
+    max_syncs, max_ops = BUDGETS[mode, frames]
+    counts = count(compress, videos[frames], CONFIGS[mode])
+    assert counts.ops > 50  # the counter sees the work
+    assert counts.syncs <= max_syncs, dict(counts.by_op)
+    assert counts.ops <= max_ops
+
+
+def test_counter_sees_each_kind_of_round_trip() -> None:
+    x = torch.arange(6.0)
+    with CountingMode() as mode:
+        x.sum().item()
+        bool(x.any())
+        x.nonzero()
+        torch.equal(x, x)
+        x[x > 2]
+        torch.bincount(x.long())
+        x + 1  # not a round trip
+    assert mode.counts.syncs == 6 and mode.counts.ops == 11, mode.counts
