@@ -20,10 +20,14 @@ setup(
         "numpy>=1.24",
         "pillow>=10",
     ],
-    entry_points={"console_scripts": ["llava-infer=llava.infer:main"]},
+    entry_points={
+        "console_scripts": ["llava-infer=llava.infer:main"],
+        "vllm.general_plugins": ["llava_scissor = llava.serving.plugin:register"],
+    },
     extras_require={
         "test": ["pytest>=8", "scipy>=1.10", "ruff>=0.5"],
         "eval": ["lmms-eval>=0.7"],
         "flash": ["flash-attn>=2.5"],
+        "serve": ["vllm>=0.32,<0.34"],  # llava.serving overrides private vLLM methods: bump only with its tests
     },
 )
