@@ -7,7 +7,8 @@ in one pixel, so vLLM's multimodal caches cannot share one encoder output across
 
 Columns: video tokens per request (K) and prompt tokens; req/s = requests / wall time of the burst; TTFT = vLLM's
 own per-request first-token latency (arrival to first token), median and p90 over all requests of all repeats;
-the ratio columns compare with r = 1.0 (stock layout, no compression) from the same run.
+the ratio columns compare with r = 1.0 (stock layout, no compression) from the same run. SCC ms: `compress` alone
+on one video's pooled features inside the engine's model (median of --repeats), to show its share of the TTFT.
 
 CPU (default): a tiny random vLLM-ready checkpoint at the real geometry (384 px, patch 14: 196 tokens per frame,
 so K and prompt lengths are the real ones; widths are tiny, so the costs are not):
@@ -78,6 +79,37 @@ def burst(videos: list[np.ndarray], count: int, ratio: float, start: int) -> lis
     return requests
 
 
+def scc_ms(llm, frames: np.ndarray, ratio: float, repeats: int) -> float:
+    """Median ms of `compress` on one video's pooled features, computed by the engine's own model (in-process)."""
+    import torch
+
+    from llava.compression import compress
+    from llava.model.image_processor import SiglipVideoProcessor
+    from llava.serving.budget import compression_for
+
+    config = compression_for(ratio)
+    if config is None:
+        return 0.0
+    size = llm.llm_engine.model_config.hf_config.vision_config.image_size
+    pixels = SiglipVideoProcessor(size).preprocess(frames)["pixel_values"]  # (F, 3, S, S)
+
+    def run(model) -> float:
+        param = next(model.parameters())
+        sync = torch.cuda.synchronize if param.is_cuda else (lambda: None)
+        with torch.no_grad():
+            pooled = model._video_pixels_to_features(model.vision_tower, pixels.to(param.device, param.dtype))
+            times = []
+            for _ in range(repeats + 1):  # the first is a warm-up
+                sync()
+                start = time.perf_counter()
+                compress(pooled, config)
+                sync()
+                times.append((time.perf_counter() - start) * 1000)
+        return statistics.median(times[1:])
+
+    return llm.apply_model(run)[0]
+
+
 def main() -> None:
     args = parse_args()
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -113,16 +145,17 @@ def main() -> None:
     base = args.ratios[0]
     print(f"model {model}; {len(videos)} video(s), {args.frames} frames; {args.requests} requests per burst, "
           f"{args.repeats} repeats, {args.max_tokens} new tokens, {args.dtype}")
-    print(f"| r | video tokens | prompt tokens | req/s | TTFT median ms | TTFT p90 ms | req/s vs r={base} "
+    scc = {ratio: scc_ms(llm, videos[0], ratio, args.repeats) for ratio in args.ratios}
+    print(f"| r | video tokens | prompt tokens | req/s | TTFT median ms | TTFT p90 ms | SCC ms | req/s vs r={base} "
           f"| TTFT vs r={base} |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for ratio in args.ratios:
         rate, median = statistics.median(rates[ratio]), statistics.median(ttft[ratio])
         p90 = float(np.percentile(ttft[ratio], 90))
         rate_x = rate / statistics.median(rates[base])
         ttft_x = median / statistics.median(ttft[base])
         print(f"| {ratio:g} | {counts[ratio][0]} | {counts[ratio][1]} | {rate:.2f} | {median:.0f} | {p90:.0f} "
-              f"| {rate_x:.2f} | {ttft_x:.2f} |")
+              f"| {scc[ratio]:.0f} | {rate_x:.2f} | {ttft_x:.2f} |")
 
 
 if __name__ == "__main__":
