@@ -197,6 +197,21 @@ def test_bad_ratio_is_rejected_with_the_reason(engine, videos, kwargs, message):
         generate(engine, [prompt])
 
 
+def test_encoder_budget_covers_the_configured_frames_uncompressed(engine):
+    """Stock vLLM sizes the encoder cache for 16-frame videos (and rejects 32-frame ones at r = 1.0 at 384 px);
+    the plugin sizes it, and the profiling video, for limit_mm_per_prompt's num_frames, 32 by default."""
+    from vllm.multimodal import MULTIMODAL_REGISTRY
+
+    info = MULTIMODAL_REGISTRY.create_processor(engine.llm_engine.model_config).info
+    per_frame = (SIZE // vllm_spec().patch_size + 1) // 2
+    per_frame *= per_frame
+    assert info.max_frames() == 32
+    assert info.get_num_frames_with_most_features(2048, {"video": 1}) == 32
+    assert info.get_mm_max_tokens_per_item(2048, {"video": 1})["video"] == 32 * per_frame + 1
+    assert info.get_mm_max_tokens_per_item(100, {"video": 1})["video"] == 100  # never above the model length
+    assert info.get_mm_max_tokens_per_item(2048, {"image": 1})["image"] == info.get_max_image_tokens()
+
+
 def test_opt_in_replaces_the_stock_architecture(monkeypatch):
     from vllm import ModelRegistry
 

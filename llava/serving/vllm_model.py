@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated
 
 import torch
+from transformers import BatchFeature, LlavaOnevisionProcessor
 from vllm.model_executor.models.llava_onevision import (
     LlavaOnevisionDummyInputsBuilder,
     LlavaOnevisionForConditionalGeneration,
@@ -53,7 +54,7 @@ class ScissorProcessingInfo(LlavaOnevisionProcessingInfo):
         """Engine default merged with the request's mm_processor_kwargs, validated (1.0 when unset)."""
         return retention_ratio(self.ctx.get_merged_mm_kwargs(request_kwargs))
 
-    def get_hf_processor(self, **kwargs: object):
+    def get_hf_processor(self, **kwargs: object) -> LlavaOnevisionProcessor:
         return super().get_hf_processor(**without_serving_keys(kwargs))
 
     def max_frames(self) -> int:
@@ -86,8 +87,8 @@ class ScissorMultiModalProcessor(LlavaOnevisionMultiModalProcessor):
         self,
         mm_inputs: Mapping[str, object],
         hf_processor_mm_kwargs: Mapping[str, object],
-        processed_data,
-    ):
+        processed_data: BatchFeature,
+    ) -> BatchFeature:
         processed_data = super()._postprocess_hf_mm_data(mm_inputs, hf_processor_mm_kwargs, processed_data)
         videos = processed_data.get("pixel_values_videos")
         if videos is not None:
@@ -96,7 +97,7 @@ class ScissorMultiModalProcessor(LlavaOnevisionMultiModalProcessor):
         return processed_data
 
     def _get_mm_fields_config(
-        self, hf_inputs, hf_processor_mm_kwargs: Mapping[str, object]
+        self, hf_inputs: BatchFeature, hf_processor_mm_kwargs: Mapping[str, object]
     ) -> Mapping[str, MultiModalFieldConfig]:
         fields = dict(super()._get_mm_fields_config(hf_inputs, hf_processor_mm_kwargs))
         fields[RATIO_FIELD] = MultiModalFieldConfig.batched("video", keep_on_cpu=True)
