@@ -142,8 +142,8 @@ def test_serve_script_rejects_a_bad_ratio_before_starting_vllm(checkpoint):
     result = subprocess.run(["bash", str(ROOT / "scripts" / "serve.sh"), "--model", str(checkpoint),
                              "--retention-ratio", "0"], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 2
-    assert "error: mm_processor_kwargs 'retention_ratio': compression.retention_ratio must be in (0, 1], got 0" \
-        in result.stderr
+    assert "error: mm_processor_kwargs 'retention_ratio'" in result.stderr
+    assert "must be in (0, 1], got 0" in result.stderr
 
 
 def test_readme_client_example_runs_against_the_server(server, capsys):
