@@ -105,13 +105,13 @@ def chat(server, ratio: object | None = None) -> tuple[int, dict | str]:
     return call(f"{base}/v1/chat/completions", body)
 
 
-def expected_prompt_tokens(checkpoint: str, ratio: float) -> int:
+def expected_prompt_tokens(checkpoint: str, ratio: float, question: str = QUESTION) -> int:
     """Text tokens of the chat prompt (one <video> token) with the video token replaced by the video's block."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     template = (Path(checkpoint) / "chat_template.jinja").read_text()
-    text = tokenizer.apply_chat_template([{"role": "user", "content": f"<video>\n{QUESTION}"}],
+    text = tokenizer.apply_chat_template([{"role": "user", "content": f"<video>\n{question}"}],
                                          chat_template=template, tokenize=False, add_generation_prompt=True)
     config = json.loads((Path(checkpoint) / "config.json").read_text())["vision_config"]
     per_frame = math.ceil(config["image_size"] // config["patch_size"] / 2) ** 2  # bilinear pool to ceil(side/2)
@@ -155,4 +155,5 @@ def test_readme_client_example_runs_against_the_server(server, capsys):
     code = code.replace('"assets/demo.mp4"', repr(str(ROOT / "assets" / "demo.mp4")))
     exec(compile(code, "README.md", "exec"), {})
     ratio = float(re.search(r'"retention_ratio": ([0-9.]+)', code).group(1))
-    assert capsys.readouterr().out.split()[-1] == str(expected_prompt_tokens(model, ratio))
+    question = re.search(r'"type": "text", "text": "([^"]+)"', code).group(1)
+    assert capsys.readouterr().out.split()[-1] == str(expected_prompt_tokens(model, ratio, question))
