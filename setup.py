@@ -25,12 +25,11 @@ setup(
     entry_points={
         "console_scripts": ["llava-infer=llava.infer:main"],
         "lmms_eval.models": ["llava_scissor=llava.eval.lmms_plugin:manifest"],
+        "vllm.general_plugins": ["llava_scissor = llava.serving.plugin:register"],
     },
     extras_require={
         "test": ["pytest>=8", "scipy>=1.10", "ruff>=0.5"],
         "eval": ["lmms-eval>=0.7"],
-        # what lmms-eval 0.7.3's `python -m lmms_eval --model llava_onevision` imports, for installing lmms-eval with
-        # --no-deps beside a CPU torch build (its torchvision requirement would pull a CUDA torch): scripts/test.sh
         # lmms-eval's runtime dependencies for our two paths (its stock llava_onevision class and llava_scissor),
         # installed next to `pip install --no-deps lmms-eval==0.7.3`: its own requirements pull torchvision, whose
         # PyPI wheels replace a CPU torch. filelock 4 removed `filelock._api`, which lmms-eval 0.7.3 imports;
@@ -39,5 +38,6 @@ setup(
                              "filelock<4", "tqdm-multiprocess", "python-dotenv", "pydantic", "opencv-python-headless",
                              "matplotlib"],
         "flash": ["flash-attn>=2.5"],
+        "serve": ["vllm>=0.32,<0.34"],  # llava.serving overrides private vLLM methods: bump only with its tests
     },
 )

@@ -8,14 +8,21 @@ are tiny. The same seed gives the same weights in both formats, so tests can req
 Original-format configs get a `vision_config` dict (our extension, see llava/model/model_config.py): real checkpoints
 use the fixed so400m tower, tiny ones must declare theirs.
 
-Command line: `python -m llava.testing.tiny_checkpoint OUT_DIR --format original|hf [--seed N] [--tied]`.
+vLLM-ready checkpoints (`write_tiny_checkpoint(out, "hf", spec=vllm_spec(), processor_files=True)`, or `--vllm`
+on the command line): vLLM's CPU attention rejects head_dim 16 (it needs 32 or more), builds the processor from
+processor_config.json, and gives NaN past `max_position_embeddings` (a 32-frame prompt at the real 384 px geometry
+is about 6.3k tokens). `vllm_spec` fixes the first and the last, `processor_files` writes the second plus a ChatML
+chat template for the OpenAI server.
+
+Command line: `python -m llava.testing.tiny_checkpoint OUT_DIR --format original|hf [--seed N] [--tied]
+[--vllm [--image-size 384 --patch-size 14]]`.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +37,23 @@ logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 HF_EXTRA_TOKENS = ("<image>", "<video>")
+IMAGE_MEAN_STD = [0.5, 0.5, 0.5]  # SigLIP's, as in llava-hf's processor configs
+BICUBIC = 3  # PIL's code, the resample of llava-hf's processor configs
+
+# ChatML as `llava.conversation.conv_templates["qwen_2"]` renders it, over plain-string message content: vLLM then
+# puts "<video>\n" before the user's text, so a server prompt equals `video_prompt_ids` with <video> for <image>.
+CHAT_TEMPLATE = """{%- for message in messages -%}
+{%- if loop.first and message['role'] != 'system' -%}
+<|im_start|>system
+You are a helpful assistant.<|im_end|>
+{% endif -%}
+<|im_start|>{{ message['role'] }}
+{{ message['content'] }}<|im_end|>
+{% endfor -%}
+{%- if add_generation_prompt -%}
+<|im_start|>assistant
+{% endif -%}
+"""
 N_BYTES = 256  # byte-level base vocabulary: one token per byte, no merges
 
 
@@ -50,9 +74,16 @@ class TinySpec:
     image_size: int = 56  # patch 8 -> 7x7 = 49 patches -> bilinear 4x4 = 16 tokens per frame
     patch_size: int = 8
     tie_word_embeddings: bool = False
+    max_position_embeddings: int = 4096
     use_zip: bool | str | None = None  # LLaVA-Scissor keys, written only when set
     zip_tau: float | None = None
     zip_epsilon: float | None = None
+
+
+def vllm_spec(image_size: int = 56, patch_size: int = 8) -> TinySpec:
+    """Sizes vLLM's CPU backend runs: head_dim 32 (hidden 64 / 2 heads) and 32k positions (the real 0.5B's)."""
+    return TinySpec(num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32768,
+                    image_size=image_size, patch_size=patch_size)
 
 
 def original_config(spec: TinySpec) -> dict[str, Any]:
@@ -62,7 +93,8 @@ def original_config(spec: TinySpec) -> dict[str, Any]:
         "architectures": ["LlavaQwenForCausalLM"], "model_type": "llava",
         "vocab_size": spec.vocab_size, "hidden_size": spec.hidden_size, "intermediate_size": spec.intermediate_size,
         "num_hidden_layers": spec.num_hidden_layers, "num_attention_heads": spec.num_attention_heads,
-        "num_key_value_heads": spec.num_key_value_heads, "hidden_act": "silu", "max_position_embeddings": 4096,
+        "num_key_value_heads": spec.num_key_value_heads, "hidden_act": "silu",
+        "max_position_embeddings": spec.max_position_embeddings,
         "max_window_layers": spec.num_hidden_layers, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
         "sliding_window": 4096, "use_sliding_window": False, "attention_dropout": 0.0, "initializer_range": 0.02,
         "tie_word_embeddings": spec.tie_word_embeddings, "bos_token_id": N_BYTES, "eos_token_id": N_BYTES + 2,
@@ -192,12 +224,47 @@ def build_tokenizer(fmt: str) -> Any:
     )
 
 
+def processor_config(spec: TinySpec) -> dict[str, Any]:
+    """processor_config.json of a `LlavaOnevisionProcessor` (transformers' layout, llava-hf's values): frames are
+    resized straight to the tower's size, bicubic, mean = std = 0.5, as `llava.model`'s SiglipVideoProcessor."""
+    size = {"height": spec.image_size, "width": spec.image_size}
+    common = {"do_convert_rgb": True, "do_resize": True, "size": size, "resample": BICUBIC, "do_rescale": True,
+              "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": IMAGE_MEAN_STD,
+              "image_std": IMAGE_MEAN_STD}
+    return {
+        "processor_class": "LlavaOnevisionProcessor",
+        "image_processor": {**common, "image_processor_type": "LlavaOnevisionImageProcessor", "do_pad": True,
+                            "image_grid_pinpoints": original_config(spec)["image_grid_pinpoints"]},
+        "video_processor": {**common, "video_processor_type": "LlavaOnevisionVideoProcessor",
+                            "do_sample_frames": False},
+        "image_token": HF_EXTRA_TOKENS[0], "video_token": HF_EXTRA_TOKENS[1],
+        "num_image_tokens": (spec.image_size // spec.patch_size) ** 2,
+        "vision_feature_select_strategy": "full", "vision_aspect_ratio": "anyres_max_9",
+    }
+
+
+def write_processor_files(out_dir: Path, spec: TinySpec) -> None:
+    """processor_config.json and chat_template.jinja: what vLLM and the OpenAI server load besides the weights."""
+    (out_dir / "processor_config.json").write_text(json.dumps(processor_config(spec), indent=2))
+    (out_dir / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+
+
 def write_tiny_checkpoint(
-    out_dir: str | Path, fmt: str = "original", seed: int = 0, spec: TinySpec | None = None, shards: int = 1
+    out_dir: str | Path,
+    fmt: str = "original",
+    seed: int = 0,
+    spec: TinySpec | None = None,
+    shards: int = 1,
+    processor_files: bool = False,
 ) -> Path:
-    """Write a tiny checkpoint of format `fmt` ("original" or "hf") into `out_dir`; returns the directory."""
+    """Write a tiny checkpoint of format `fmt` ("original" or "hf") into `out_dir`; returns the directory.
+
+    processor_files (hf only): also write the processor config and chat template vLLM needs (see `vllm_spec`).
+    """
     if fmt not in ("original", "hf"):
         raise ValueError(f"format must be 'original' or 'hf', got {fmt!r}")
+    if processor_files and fmt != "hf":
+        raise ValueError("processor files are llava-hf's: use format 'hf' with processor_files=True")
     spec = spec or TinySpec()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -205,6 +272,8 @@ def write_tiny_checkpoint(
     (out / "config.json").write_text(json.dumps(config, indent=2))
     save_weights(to_disk_names(random_state(spec, seed), fmt), out, shards)
     build_tokenizer(fmt).save_pretrained(str(out))
+    if processor_files:
+        write_processor_files(out, spec)
     logger.info("wrote a tiny %s checkpoint to %s", fmt, out)
     return out
 
@@ -212,12 +281,26 @@ def write_tiny_checkpoint(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write a tiny random LLaVA-OneVision checkpoint for tests.")
     parser.add_argument("out_dir")
-    parser.add_argument("--format", choices=("original", "hf"), default="original")
+    parser.add_argument("--format", choices=("original", "hf"), help="default: original (hf with --vllm)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tied", action="store_true", help="tie lm_head to the embeddings (like the 0.5B)")
     parser.add_argument("--shards", type=int, default=1)
+    parser.add_argument("--vllm", action="store_true",
+                        help="a checkpoint vLLM serves on CPU: hf format, head_dim 32, 32k positions, processor files")
+    parser.add_argument("--image-size", type=int, help="with --vllm: frame size (default 56; 384 = real geometry)")
+    parser.add_argument("--patch-size", type=int, help="with --vllm: patch size (default 8; 14 = real geometry)")
     args = parser.parse_args(argv)
-    write_tiny_checkpoint(args.out_dir, args.format, args.seed, TinySpec(tie_word_embeddings=args.tied), args.shards)
+    if not args.vllm:
+        if args.image_size or args.patch_size:
+            parser.error("--image-size / --patch-size need --vllm")
+        spec = TinySpec(tie_word_embeddings=args.tied)
+        write_tiny_checkpoint(args.out_dir, args.format or "original", args.seed, spec, args.shards)
+        return
+    if args.format == "original":
+        parser.error("--vllm writes the hf format (vLLM reads llava-hf checkpoints)")
+    geometry = {k: v for k, v in (("image_size", args.image_size), ("patch_size", args.patch_size)) if v}
+    spec = replace(vllm_spec(**geometry), tie_word_embeddings=args.tied)
+    write_tiny_checkpoint(args.out_dir, "hf", args.seed, spec, args.shards, processor_files=True)
 
 
 if __name__ == "__main__":
