@@ -7,6 +7,8 @@ code computes similarities in float32, so a case only counts when no similarity 
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -472,3 +474,24 @@ def test_ratio_cut_with_duplicated_tokens_is_single_linkage(tiled: bool) -> None
         k = int(torch.randint(1, M + 1, (1,), generator=g))
         labels, _, _ = scc_module.cut_tree(graph, graph.tree_weights(), k)
         assert_single_linkage_cut(table.numpy(), labels.numpy(), k)
+
+
+def test_boruvka_tables_are_symmetric_bit_for_bit() -> None:
+    """Boruvka reads an edge from either side, edge lists from the upper triangle; a plain matmul of these 10
+    tokens is not symmetric in the last bit on AVX2 CPUs (the case below), the table Boruvka reads must be."""
+    x = unit(torch.randn(4, 10, 64, generator=torch.Generator().manual_seed(0)))
+    sim = graph_module.symmetric_similarity(x)
+    assert torch.equal(sim, sim.transpose(-1, -2))
+    torch.testing.assert_close(sim, similarity(x), rtol=0, atol=1e-6)
+
+
+def test_ratio_mode_on_a_table_whose_matmul_is_asymmetric() -> None:
+    """A small temporal graph whose tree weight and edge (5, 8) differed in the last bit between the two sides of
+    the matmul: the cut at the tree weight merged one cluster too many ("left 2 clusters instead of 3")."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from synthetic import region_video
+
+    x = region_video(frames=4, grid=4, dim=64)[:2]
+    for ratio in (0.05, 0.1, 0.2, 0.35):
+        result = compress(x, CompressionConfig(retention_ratio=ratio))
+        assert result.tokens.shape[0] == max(1, round(ratio * 32))

@@ -40,6 +40,16 @@ def similarity(x_unit: Tensor) -> Tensor:
     return (x_unit @ x_unit.transpose(-1, -2)).clamp_(-1.0, 1.0)
 
 
+def symmetric_similarity(x_unit: Tensor) -> Tensor:
+    """`similarity`, symmetric bit for bit, for tables that Boruvka reads. A matmul does not promise
+    sim[i, j] == sim[j, i] (blocked kernels sum in different orders; on AVX2 CPUs and on GPUs they can differ in
+    the last bit), and Boruvka reads an edge from whichever side holds the best one while edge lists read the
+    upper triangle: a single value per pair keeps a threshold read off the spanning tree cutting exactly where it
+    should. Averaging both sides gives that (a + b == b + a) and moves values by at most one ulp."""
+    sim = x_unit @ x_unit.transpose(-1, -2)  # (B, M, M)
+    return (sim + sim.transpose(-1, -2)).mul_(0.5).clamp_(-1.0, 1.0)
+
+
 def tile_rows(num_columns: int) -> int:
     """Rows per similarity tile so that a tile holds about _TILE_ELEMENTS entries."""
     return max(1, _TILE_ELEMENTS // max(1, num_columns))

@@ -24,7 +24,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .graph import NONE, boruvka, components, contract, degrees, dense_ids, similarity, unit, weighted_edges
+from .graph import (
+    NONE,
+    boruvka,
+    components,
+    contract,
+    degrees,
+    dense_ids,
+    similarity,
+    symmetric_similarity,
+    unit,
+    weighted_edges,
+)
 from .merge import merge_into_kept, segment_sum
 from .tiled import edge_boruvka, tiled_boruvka
 
@@ -108,7 +119,7 @@ class TemporalGraph:
         self.size = tokens.shape[0]
         self.x_unit = unit(tokens)  # (M', D)
         dense = keep_table and self.size <= DENSE_LIMIT
-        self.table = similarity(self.x_unit[None]) if dense else None  # (1, M', M')
+        self.table = symmetric_similarity(self.x_unit[None]) if dense else None  # (1, M', M')
         self._edges: tuple[float, tuple[Tensor, Tensor, Tensor, Tensor]] | None = None  # floor, (u, v, w, diag)
 
     def rows(self, start: int, stop: int) -> Tensor:
@@ -220,7 +231,7 @@ def scc_ratio(x: Tensor, k: int) -> SCCOutput:
     F, T, D = x.shape
     N = F * T
     x_unit = unit(x)  # (F, T, D)
-    sim = similarity(x_unit)  # (F, T, T)
+    sim = symmetric_similarity(x_unit)  # (F, T, T): Boruvka and the edge lists read the same values
     spatial_weights = _tree_weights(sim)  # (N - F real weights, then -inf) over all frames
     low, high = k, N
     best = None
