@@ -70,8 +70,8 @@ class BenchConfig:
     frames: int = 32
     retentions: tuple[float, ...] = (1.0, 0.5, 0.35, 0.1, 0.05)
     repeats: int = 3
-    vision_layers: int = 2
-    text_layers: int = 2
+    vision_layers: int = 1
+    text_layers: int = 1
     full_depth: bool = False
     new_tokens: int = 8
     frame_batch_size: int = FRAME_BATCH_SIZE
