@@ -60,6 +60,7 @@ from llava.video import load_video  # noqa: E402
 
 PROMPT_LENGTH = 40  # prompt ids around the video placeholder (system prompt + a short question)
 SIMILARITY_TILE = 4096  # rows per tile of the reference similarity pass
+SECTIONS = ("stages", "memory", "counts")
 
 
 @dataclass
@@ -81,6 +82,8 @@ class BenchConfig:
     memory_arch: str = "0.5b"
     memory_frames: tuple[int, ...] = (32, 64, 128, 256)
     memory_retention: float = 0.1
+    memory_tau: float | None = None  # paper mode for the memory table instead of memory_retention
+    sections: tuple[str, ...] = SECTIONS
     count_taus: tuple[float, ...] = (0.9,)
     count_ratios: tuple[float, ...] = (0.1,)
 
@@ -93,11 +96,18 @@ class BenchConfig:
                              f"{self.memory_retention}")
         if min(self.frames, self.repeats, self.new_tokens, self.frame_batch_size, *self.memory_frames) < 1:
             raise ValueError("frames, repeats, new tokens, frame batch size and memory frames must be >= 1")
+        if set(self.sections) - set(SECTIONS):
+            raise ValueError(f"sections must be among {SECTIONS}, got {self.sections}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
 
     def compression(self, retention: float) -> CompressionConfig:
         return CompressionConfig(method="none") if retention >= 1.0 else CompressionConfig(retention_ratio=retention)
+
+    def memory_compression(self) -> CompressionConfig:
+        if self.memory_tau is not None:
+            return CompressionConfig(tau=self.memory_tau)
+        return self.compression(self.memory_retention)
 
     def depths(self) -> tuple[int | None, int | None]:
         """(tower layers, LLM layers) to build; None = the real depth."""
@@ -161,19 +171,23 @@ def build_bench(arch: str, cfg: BenchConfig) -> Bench:
     )
 
 
-def vision_stages(bench: Bench, pixels: torch.Tensor, frame_batch_size: int) -> dict[str, float]:
-    """The tower, then projector + pool, chunk by chunk as `model.pooled_features` runs them, each timed."""
+def vision_stages(bench: Bench, pixels: torch.Tensor, frame_batch_size: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """The tower, then projector + pool, chunk by chunk as `model.pooled_features` runs them, each timed:
+    (pooled [F, T, D], {stage: ms})."""
     model, device = bench.model, bench.device
     tower = model.vision_tower
     param = tower.embeddings.patch_embedding.weight
     tower_ms = pool_ms = 0.0
+    pooled = []
     for chunk in torch.split(pixels, frame_batch_size):
         chunk = chunk.to(device=device, dtype=param.dtype)
         hidden, ms = timed(device, lambda c=chunk: tower.encoder(inputs_embeds=tower.embeddings(c)).last_hidden_state)
         tower_ms += ms
-        _, ms = timed(device, lambda h=hidden: pool_frames(model.projector(h), model.config.pool_mode))
+        out, ms = timed(device, lambda h=hidden: pool_frames(model.projector(h), model.config.pool_mode))  # (f, T, D)
         pool_ms += ms
-    return {"tower": bench.scale_tower(tower_ms, sum(bench.tower_clock.take())), "proj+pool": pool_ms}
+        pooled.append(out)
+    times = {"tower": bench.scale_tower(tower_ms, sum(bench.tower_clock.take())), "proj+pool": pool_ms}
+    return torch.cat(pooled), times
 
 
 def llm_stages(bench: Bench, video: EncodedVideo, new_tokens: int) -> dict[str, float]:
@@ -193,12 +207,12 @@ def llm_stages(bench: Bench, video: EncodedVideo, new_tokens: int) -> dict[str, 
     return {"prefill": prefill, "decode/token": decode, "llm tokens": float(packed.inputs_embeds.shape[1])}
 
 
-def kv_cache_mb(bench: Bench, tokens: float, layers: int) -> float:
-    """KV cache of `layers` layers for `tokens` positions: keys + values, kv_heads x head_dim each."""
-    text = bench.model.config.text
+def _missing_kv_mb(model: LlavaOnevisionVideoModel, spec: Architecture, tokens: float) -> float:
+    """KV cache that the layers left out of `model` would hold for `tokens` positions (keys + values)."""
+    text = model.config.text
     head_dim = text.hidden_size // text.num_attention_heads
-    itemsize = bench.model.dtype.itemsize
-    return layers * tokens * 2 * text.num_key_value_heads * head_dim * itemsize / 2**20
+    layers = spec.num_hidden_layers - text.num_hidden_layers
+    return layers * tokens * 2 * text.num_key_value_heads * head_dim * model.dtype.itemsize / 2**20
 
 
 def one_pass(bench: Bench, cfg: BenchConfig, clip: str) -> dict[float, dict[str, float]]:
@@ -207,7 +221,9 @@ def one_pass(bench: Bench, cfg: BenchConfig, clip: str) -> dict[float, dict[str,
     frames, decode_ms = timed(cpu, lambda: load_video(clip, cfg.frames).frames)
     pixels, pre_ms = timed(cpu, lambda: bench.processor.preprocess(frames)["pixel_values"])
     with PeakMemory(bench.device) as vision_peak:
-        shared = {"decode": decode_ms, "preprocess": pre_ms, **vision_stages(bench, pixels, cfg.frame_batch_size)}
+        pooled, vision_ms = vision_stages(bench, pixels, cfg.frame_batch_size)
+    del pooled  # compression runs on structured synthetic features of the same shape (module docstring)
+    shared = {"decode": decode_ms, "preprocess": pre_ms, **vision_ms}
     shared["vision MB"] = vision_peak.mb
     results = {}
     for retention in cfg.retentions:
@@ -232,9 +248,7 @@ def run_stages(arch: str, cfg: BenchConfig, clip: str) -> dict[float, dict[str, 
     for stages in medians.values():
         stages["TTFT"] = sum(stages[k] for k in ("decode", "preprocess", "tower", "proj+pool", "compression",
                                                   "prefill"))
-        layers = bench.model.config.text.num_hidden_layers
-        stages["kv MB"] = kv_cache_mb(bench, stages["llm tokens"] + cfg.new_tokens, bench.spec.num_hidden_layers
-                                      - layers)
+        stages["kv MB"] = _missing_kv_mb(bench.model, bench.spec, stages["llm tokens"] + cfg.new_tokens)
     bench.tower_clock.remove()
     bench.text_clock.remove()
     return medians
@@ -249,17 +263,17 @@ def frames_worker(cfg: BenchConfig, frames: int, threads: int) -> dict[str, floa
     """Vision + compression + prefill of `frames` frames in this (fresh) process; peaks above model + inputs."""
     torch.set_num_threads(threads)
     spec, device = ARCHITECTURES[cfg.memory_arch], torch.device(cfg.device)
-    model = random_model(cfg.memory_arch, None if cfg.full_depth else cfg.vision_layers, None,
-                         getattr(torch, cfg.dtype)).to(device)
+    model = random_model(cfg.memory_arch, *cfg.depths(), getattr(torch, cfg.dtype)).to(device)
     size = spec.vision["image_size"]
     pixels = torch.randn(frames, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device, model.dtype)
     features = region_video(frames=frames, grid=tokens_per_frame_side(spec), dim=spec.hidden_size)
     features = features.to(device, model.dtype)
     ids = prompts(1, PROMPT_LENGTH, spec.vocab_size)[0].to(device)
-    compression = cfg.compression(cfg.memory_retention)
+    compression = cfg.memory_compression()
     with torch.inference_mode():
-        model.compress_features(features[:2], compression)  # warm-up: kernels, thread pools
-        _prefill(model, ids, model.encode_video(pixels[:1], compression))
+        warm = CompressionConfig(tau=0.9)  # warm-up (kernels, thread pools) on two frames
+        _prefill(model, ids, model.compress_features(model.pooled_features(pixels[:2]), warm))
+        model.compress_features(features[:2], warm)
         gc.collect()
         base = current_mb(device)
         with PeakMemory(device, base) as vision:
@@ -272,7 +286,8 @@ def frames_worker(cfg: BenchConfig, frames: int, threads: int) -> dict[str, floa
         similarity_ms = similarity_pass_ms(features, video.stats.tokens_spatial or video.stats.tokens_out)
     inputs_mb = (pixels.nbytes + features.nbytes) / 2**20
     return {"frames": frames, "inputs MB": inputs_mb, "vision MB": vision.mb, "compression MB": compression_peak.mb,
-            "prefill MB": prefill.mb, "compression ms": compress_ms, "similarity ms": similarity_ms,
+            "prefill MB": prefill.mb, "kv MB": _missing_kv_mb(model, spec, video.tokens.shape[0] + PROMPT_LENGTH),
+            "compression ms": compress_ms, "similarity ms": similarity_ms,
             "temporal tokens": video.stats.tokens_spatial or 0, "tokens out": video.stats.tokens_out}
 
 
@@ -361,12 +376,14 @@ def memory_table(cfg: BenchConfig, rows: list[dict[str, float]]) -> str:
     for row in rows:
         both = None if row["vision MB"] is None else max(row["vision MB"], row["compression MB"])
         body.append([str(row["frames"]), _fmt(row["inputs MB"]), _fmt(row["vision MB"]), _fmt(row["compression MB"]),
-                     _fmt(both), _fmt(None if both is None else both / row["frames"], 1), _fmt(row["prefill MB"]),
+                     _fmt(both), _fmt(None if both is None else both / row["frames"], 1),
+                     _fmt(None if row["prefill MB"] is None else row["prefill MB"] + row["kv MB"]),
                      f"{row['temporal tokens']} -> {row['tokens out']}", _fmt(row["compression ms"]),
                      _fmt(row["similarity ms"]), f"{row['compression ms'] / row['similarity ms']:.2f}"])
         row["vision+compression MB"] = both
     header = ["frames", "inputs MB", "vision peak MB", "compression peak MB", "vision+compression peak MB",
-              "MB / frame", "prefill peak MB", "temporal tokens -> out", "compression ms", "similarity pass ms",
+              "MB / frame", "prefill peak MB (+ KV of missing layers)",
+              "temporal tokens -> out", "compression ms", "similarity pass ms",
               "compression / similarity"]
     first, last = rows[0], rows[-1]
     growth = last["frames"] / first["frames"]
@@ -406,8 +423,23 @@ def depth_note(arch: str, cfg: BenchConfig) -> str:
 
 
 def run(cfg: BenchConfig) -> None:
-    """Measure and print the three tables."""
+    """Measure and print the selected tables."""
     print(machine(cfg))
+    if "stages" in cfg.sections:
+        run_stage_tables(cfg)
+    if "memory" in cfg.sections:
+        mode = f"tau {cfg.memory_tau}" if cfg.memory_tau is not None else f"retention {100 * cfg.memory_retention:g}%"
+        print(f"\n## Memory against frames, {cfg.memory_arch}, {mode}\none fresh process per row; peaks above the "
+              f"loaded model and its inputs; {depth_note(cfg.memory_arch, cfg)} (the tower holds one layer's "
+              "activations at a time, so its peak does not depend on depth)\n")
+        print(memory_table(cfg, run_memory(cfg)))
+    if "counts" in cfg.sections:
+        print(f"\n## Ops and host round trips per compress call, {cfg.frames} frames x T tokens, synthetic "
+              "features\n")
+        print(counts_table(run_counts(cfg)))
+
+
+def run_stage_tables(cfg: BenchConfig) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         width, height = cfg.video_size
         clip = write_clip(str(Path(tmp) / "clip.mp4"), frames=96, width=width, height=height)
@@ -416,12 +448,6 @@ def run(cfg: BenchConfig) -> None:
             print(f"\n## Stages, {arch}, {cfg.frames} frames of a {width}x{height} H.264 clip, {cfg.new_tokens} "
                   f"decoded tokens\n{depth_note(arch, cfg)}\n")
             print(stage_tables(arch, cfg, medians))
-    print(f"\n## Memory against frames, {cfg.memory_arch}, retention {100 * cfg.memory_retention:g}%\n"
-          f"one fresh process per row; real LLM depth; tower with "
-          f"{'real depth' if cfg.full_depth else f'{cfg.vision_layers} layer(s): its peak is one layer'}\n")
-    print(memory_table(cfg, run_memory(cfg)))
-    print(f"\n## Ops and host round trips per compress call, {cfg.frames} frames x T tokens, synthetic features\n")
-    print(counts_table(run_counts(cfg)))
 
 
 def parse_args(argv: list[str] | None = None) -> BenchConfig:
@@ -433,10 +459,9 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         if isinstance(value, bool):
             parser.add_argument(flag, action="store_true")
         elif isinstance(value, tuple):
-            item = str if f.name in ("archs",) else type(value[0])
-            parser.add_argument(flag, type=item, nargs="+", default=value)
+            parser.add_argument(flag, type=type(value[0]), nargs="+", default=value)
         else:
-            parser.add_argument(flag, type=type(value), default=value)
+            parser.add_argument(flag, type=float if value is None else type(value), default=value)
     args = vars(parser.parse_args(argv))
     return BenchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
 
