@@ -61,6 +61,7 @@ from llava.video import load_video  # noqa: E402
 PROMPT_LENGTH = 40  # prompt ids around the video placeholder (system prompt + a short question)
 SIMILARITY_TILE = 4096  # rows per tile of the reference similarity pass
 SECTIONS = ("stages", "memory", "counts")
+MATMUL_SIZE = 2048  # a square fp matmul timed once per run, printed as the machine's throughput at that moment
 
 
 @dataclass
@@ -403,7 +404,15 @@ def machine(cfg: BenchConfig) -> str:
     device = torch.device(cfg.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return (f"torch {torch.__version__}, {cfg.device} ({name}), {torch.get_num_threads()} threads, {cfg.dtype}, "
-            f"medians of {cfg.repeats} interleaved repeats")
+            f"medians of {cfg.repeats} interleaved repeats; a {MATMUL_SIZE}^3 matmul runs at "
+            f"{matmul_gflops(device, getattr(torch, cfg.dtype)):.0f} GFLOP/s now (how busy the machine is)")
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype) -> float:
+    a = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device, dtype=dtype)
+    a @ a  # warm-up
+    _, ms = timed(device, lambda: [a @ a for _ in range(3)])
+    return 3 * 2 * MATMUL_SIZE**3 / (ms / 1000.0) / 1e9
 
 
 def cpu_name() -> str:
