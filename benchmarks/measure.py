@@ -89,8 +89,8 @@ def _status_mb(key: str) -> float:
     return int(match.group(1)) / 1024.0
 
 
-def cpu_peak_supported() -> bool:
-    """Whether this process can reset its resident-memory high-water mark (Linux >= 4.0, writable /proc)."""
+def reset_cpu_peak() -> bool:
+    """Reset this process's resident-memory high-water mark (Linux >= 4.0); False where that is not possible."""
     try:
         CLEAR_REFS.write_text("5")
     except OSError:
@@ -116,7 +116,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             current = torch.cuda.memory_allocated(self.device) / MB
         else:
-            self._supported = cpu_peak_supported()
+            self._supported = reset_cpu_peak()
             current = _status_mb("VmRSS") if self._supported else 0.0
         self.baseline_mb = current if self.baseline_mb is None else self.baseline_mb
         return self

@@ -10,7 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_pipeline  # noqa: E402
-from measure import LayerClock, OpCounter, PeakMemory, cpu_peak_supported, scale_depth  # noqa: E402
+from measure import LayerClock, OpCounter, PeakMemory, reset_cpu_peak, scale_depth  # noqa: E402
 
 TINY_RUN = ["--archs", "tiny", "--memory-arch", "tiny", "--frames", "3", "--memory-frames", "2", "4", "--repeats", "1",
             "--video-size", "64", "48", "--new-tokens", "2", "--retentions", "1.0", "0.5", "0.1"]
@@ -48,7 +48,7 @@ def test_counter_ignores_value_free_ops() -> None:
     assert counter.counts.ops >= 3 and counter.counts.round_trips == 0
 
 
-@pytest.mark.skipif(not cpu_peak_supported(), reason="needs Linux's resettable resident-memory high-water mark")
+@pytest.mark.skipif(not reset_cpu_peak(), reason="needs Linux's resettable resident-memory high-water mark")
 def test_cpu_peak_memory_sees_a_phase_and_only_that_phase() -> None:
     device = torch.device("cpu")
     megabytes = 256
