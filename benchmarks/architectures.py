@@ -4,10 +4,12 @@ Widths, heads and vocabularies are the checkpoints' own (Qwen2-0.5B: 896 wide, 2
 vocab 151936, tied head; Qwen2-7B: 3584 wide, 28 layers, 28 / 4 heads, vocab 152064; the SigLIP so400m tower
 without its last layer: 1152 wide, 26 layers, 384 px, patch 14). Depth can be reduced where a CPU run would take
 too long: per-layer cost is what scales, so a benchmark that reduces depth says so and scales by layer count.
+`tiny` is for tests that run a benchmark end to end in seconds (its tower: 112 px, patch 14, 16 tokens per frame).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from transformers import Qwen2Config, SiglipVisionConfig
@@ -25,11 +27,19 @@ class Architecture:
     num_key_value_heads: int
     vocab_size: int
     tie_word_embeddings: bool
+    vision: dict[str, Any] = field(default_factory=lambda: dict(SO400M_VISION))  # SiglipVisionConfig fields
+
+    @property
+    def vision_layers(self) -> int:
+        return self.vision["num_hidden_layers"]
 
 
+TINY_VISION = dict(SO400M_VISION, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                   image_size=112)
 ARCHITECTURES = {
     "0.5b": Architecture(896, 4864, 24, 14, 2, 151936, True),
     "7b": Architecture(3584, 18944, 28, 28, 4, 152064, False),
+    "tiny": Architecture(64, 128, 2, 4, 2, 512, True, TINY_VISION),
 }
 VISION_LAYERS = SO400M_VISION["num_hidden_layers"]
 
@@ -44,7 +54,7 @@ def random_model(arch: str, vision_layers: int | None = None, text_layers: int |
         num_key_value_heads=spec.num_key_value_heads, vocab_size=spec.vocab_size,
         tie_word_embeddings=spec.tie_word_embeddings, max_position_embeddings=32768, rope_theta=1000000.0,
     )
-    vision = SiglipVisionConfig(**{**SO400M_VISION, "num_hidden_layers": vision_layers or VISION_LAYERS})
+    vision = SiglipVisionConfig(**{**spec.vision, "num_hidden_layers": vision_layers or spec.vision_layers})
     config = ModelConfig(text=text, vision=vision, source_format="original")
     torch.manual_seed(seed)
     return LlavaOnevisionVideoModel(config, attn_implementation="sdpa").to(dtype).eval()

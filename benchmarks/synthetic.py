@@ -35,3 +35,21 @@ def region_video(
     owner = distance.argmin(dim=-1)  # (F, T)
     signal = torch.gather(base[None] + drift, 1, owner[..., None].expand(-1, -1, dim))  # (F, T, D)
     return signal + noise * noise_level[owner][..., None]
+
+
+def write_clip(path: str, frames: int = 96, width: int = 1280, height: int = 720, fps: int = 30) -> str:
+    """An H.264 clip of a moving colour pattern at `path` (decoding cost like a real clip of that size; x264's
+    ultrafast preset so writing it takes seconds)."""
+    import av
+    import numpy as np
+
+    ys, xs = np.mgrid[0:height, 0:width]
+    pattern = np.stack([xs % 256, ys % 256, ((xs + ys) // 3) % 256], axis=-1).astype(np.uint8)  # (H, W, 3)
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.roll(pattern, 4 * i, axis=1), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
