@@ -49,10 +49,11 @@ from transformers import LogitsProcessor, LogitsProcessorList
 sys.path.insert(0, str(Path(__file__).parent))
 from architectures import ARCHITECTURES, Architecture, random_model  # noqa: E402
 from bench_reuse import prompts  # noqa: E402
-from measure import LayerClock, PeakMemory, count_ops, current_mb, scale_depth, sync, timed  # noqa: E402
+from measure import LayerClock, PeakMemory, current_mb, scale_depth, sync, timed  # noqa: E402
 from synthetic import region_video, write_clip  # noqa: E402
 
 from llava.compression import CompressionConfig, compress  # noqa: E402
+from llava.compression.counting import count  # noqa: E402
 from llava.model.image_processor import SiglipVideoProcessor  # noqa: E402
 from llava.model.model_config import FRAME_BATCH_SIZE  # noqa: E402
 from llava.model.modeling import EncodedVideo, LlavaOnevisionVideoModel, pool_frames  # noqa: E402
@@ -333,11 +334,11 @@ def run_counts(cfg: BenchConfig) -> list[dict[str, Any]]:
 
 def count_row(features: torch.Tensor, config: CompressionConfig, repeats: int) -> dict[str, Any]:
     """Ops and round trips of one `compress` call, and its median time over `repeats` calls."""
-    counts = count_ops(compress, features, config)
+    counts = count(compress, features, config)
     times = [timed(features.device, lambda: compress(features, config)) for _ in range(repeats)]
     mode = f"tau {config.tau}" if config.tau is not None else f"r {config.retention_ratio}"
     return {"D": features.shape[-1], "mode": mode, "tokens out": times[0][0].stats.tokens_out, "ops": counts.ops,
-            "round trips": counts.round_trips, "ms": statistics.median(ms for _, ms in times),
+            "round trips": counts.syncs, "ms": statistics.median(ms for _, ms in times),
             "by op": ", ".join(f"{name} {n}" for name, n in counts.by_op.most_common(4))}
 
 

@@ -11,26 +11,19 @@ phase, and a count of dispatched ops and host round trips.
   of the phase by writing 5 to /proc/self/clear_refs (Linux), so nothing is sampled and no spike is missed; it
   is process-wide, so it includes anything else the process allocates meanwhile (the benchmark runs one thing
   at a time).
-- `OpCounter`: a TorchDispatchMode that counts aten ops (each one or more kernel launches on a GPU) and the ones
-  that make the host wait for the device (a scalar read, an op whose output shape depends on tensor values, a
-  copy to the CPU). Counts are what a GPU user's latency depends on and what any machine can measure. On a CPU
-  tensor `.tolist()`, `.cpu()` and `.numpy()` dispatch no op, so count on a GPU to see those.
+- Ops and host round trips per call are counted by the library's own counter, `llava.compression.counting`.
 """
 from __future__ import annotations
 
 import re
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
-aten = torch.ops.aten
 CLEAR_REFS = Path("/proc/self/clear_refs")
 STATUS = Path("/proc/self/status")
 MB = 2**20
@@ -132,62 +125,3 @@ class PeakMemory:
 def current_mb(device: torch.device) -> float:
     """Memory in use now: CUDA allocated, or this process's resident set on CPU."""
     return torch.cuda.memory_allocated(device) / MB if device.type == "cuda" else _status_mb("VmRSS")
-
-
-# ------------------------------------------------------------------ dispatched ops and host round trips
-# Ops after which the host needs a value from the device: scalar reads (.item(), int(), bool(), `if t:`), value
-# checks that return a Python bool, and ops whose output shape depends on tensor values.
-_SYNC_OPS = {
-    aten._local_scalar_dense, aten.is_nonzero, aten.equal, aten.nonzero, aten.masked_select, aten.bincount,
-    aten._unique, aten._unique2, aten.unique_dim, aten.unique_consecutive,
-}
-_INDEXING = {aten.index, aten.index_put, aten.index_put_, aten._index_put_impl_}
-
-
-@dataclass
-class OpCounts:
-    """ops: dispatched aten ops; round_trips: those that make the host wait; by_op: round trips per op name."""
-
-    ops: int = 0
-    round_trips: int = 0
-    by_op: Counter = field(default_factory=Counter)
-
-
-def forces_round_trip(func: Any, args: tuple, kwargs: dict) -> bool:
-    """Whether this aten call makes the host wait for the device (see the module docstring)."""
-    packet = func.overloadpacket
-    if packet in _SYNC_OPS:
-        return True
-    if packet is aten.repeat_interleave:  # the output length is read from the repeats unless given
-        return kwargs.get("output_size") is None and func is not aten.repeat_interleave.self_int
-    if packet in _INDEXING:  # a boolean mask index is a hidden nonzero
-        indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
-        return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices)
-    if packet in (aten._to_copy, aten.copy_):  # device -> host copy
-        source = args[1] if packet is aten.copy_ else args[0]
-        target = args[0].device if packet is aten.copy_ else kwargs.get("device") or source.device
-        return source.device.type != "cpu" and torch.device(target).type == "cpu"
-    return False
-
-
-class OpCounter(TorchDispatchMode):
-    """`with OpCounter() as counter: ...` then `counter.counts`."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts = OpCounts()
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
-        self.counts.ops += 1
-        if forces_round_trip(func, args, kwargs):
-            self.counts.round_trips += 1
-            self.counts.by_op[func.overloadpacket.__name__] += 1
-        return func(*args, **kwargs)
-
-
-def count_ops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> OpCounts:
-    """What one call fn(*args, **kwargs) dispatched."""
-    with OpCounter() as counter:
-        fn(*args, **kwargs)
-    return counter.counts

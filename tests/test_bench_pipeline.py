@@ -10,7 +10,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_pipeline  # noqa: E402
-from measure import LayerClock, OpCounter, PeakMemory, reset_cpu_peak, scale_depth  # noqa: E402
+from measure import LayerClock, PeakMemory, reset_cpu_peak, scale_depth  # noqa: E402
+
+from llava.compression.counting import CountingMode  # noqa: E402
 
 TINY_RUN = ["--archs", "tiny", "--memory-arch", "tiny", "--frames", "3", "--memory-frames", "2", "4", "--repeats", "1",
             "--video-size", "64", "48", "--new-tokens", "2", "--retentions", "1.0", "0.5", "0.1"]
@@ -31,21 +33,21 @@ def test_counter_counts_each_host_read(reads: int) -> None:
         torch.equal(y, x)
         torch.bincount(y.long())
 
-    with OpCounter() as counter:
+    with CountingMode() as counter:
         work()
-    assert counter.counts.round_trips == 3 * reads + 3
+    assert counter.counts.syncs == 3 * reads + 3
     assert counter.counts.by_op["_local_scalar_dense"] == 2 * reads
     assert counter.counts.by_op["index"] == reads
-    assert counter.counts.ops > counter.counts.round_trips
+    assert counter.counts.ops > counter.counts.syncs
 
 
 def test_counter_ignores_value_free_ops() -> None:
     x = torch.randn(6, 4)
-    with OpCounter() as counter:
+    with CountingMode() as counter:
         torch.repeat_interleave(x, 2, dim=0)
         x[torch.tensor([0, 2])]  # integer indexing: the output shape is known
         x.argmax(dim=1).sort()
-    assert counter.counts.ops >= 3 and counter.counts.round_trips == 0
+    assert counter.counts.ops >= 3 and counter.counts.syncs == 0
 
 
 @pytest.mark.skipif(not reset_cpu_peak(), reason="needs Linux's resettable resident-memory high-water mark")
