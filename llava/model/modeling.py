@@ -180,12 +180,11 @@ class LlavaOnevisionVideoModel(nn.Module):
         """Pixel tensors [F_i, 3, S, S] and already encoded videos, in order -> one EncodedVideo each; the pixel
         tensors share tower batches (all their frames in one stream), encoded ones are passed through."""
         new = [v for v in videos if not isinstance(v, EncodedVideo)]
-        encoded: list[EncodedVideo] = []
-        if new:
-            pooled = self.pooled_features(torch.cat(new))  # (sum F_i, T, D)
-            fresh = iter(self.compress_features(p, compression) for p in torch.split(pooled, [v.shape[0] for v in new]))
-            encoded = [next(fresh) if not isinstance(v, EncodedVideo) else v for v in videos]
-        return encoded or list(videos)
+        if not new:
+            return list(videos)
+        pooled = self.pooled_features(torch.cat(new))  # (sum F_i, T, D)
+        fresh = iter([self.compress_features(p, compression) for p in torch.split(pooled, [v.shape[0] for v in new])])
+        return [v if isinstance(v, EncodedVideo) else next(fresh) for v in videos]
 
     # ---- stage 3: prompts + visual blocks -> LLM inputs -----------------------------------------------------
     def embed_prompts(
