@@ -240,24 +240,31 @@ def generation_kwargs(config: RunConfig) -> dict[str, Any]:
     return {"max_new_tokens": gen.max_new_tokens, **sampling}
 
 
-def answer_question(loaded: LoadedModel, video: EncodedVideo, question: str, config: RunConfig,
-                    clock: StageClock) -> Answer:
-    """`model.generate` on the compressed video, timed: prefill up to the first logits, generate the rest."""
+def timed_generate(model: Any, clock: StageClock, input_ids: Any, videos: list[EncodedVideo],
+                   **generate_kwargs: Any) -> tuple[torch.Tensor, float, float]:
+    """`model.generate(input_ids, videos=videos, ...)` with `clock` around it: (new ids [B, N], prefill ms up to
+    the first logits, decode ms after them). The CLI and the lmms-eval model time generation through here."""
     from transformers import LogitsProcessorList
 
-    model = loaded.model
-    ids = video_prompt_ids(question, loaded.tokenizer)  # (L,)
     mark = _PrefillMark(clock)
     clock.sync()
     start = time.perf_counter()
-    out = model.generate(ids, videos=[video], logits_processor=LogitsProcessorList([mark]),
-                         **generation_kwargs(config))  # (1, new tokens)
+    out = model.generate(input_ids, videos=videos, logits_processor=LogitsProcessorList([mark]), **generate_kwargs)
     clock.sync()
     end = time.perf_counter()
     first = mark.at if mark.at is not None else end
+    return out, (first - start) * 1000.0, (end - first) * 1000.0
+
+
+def answer_question(loaded: LoadedModel, video: EncodedVideo, question: str, config: RunConfig,
+                    clock: StageClock) -> Answer:
+    """`model.generate` on the compressed video, timed: prefill up to the first logits, generate the rest."""
+    model = loaded.model
+    ids = video_prompt_ids(question, loaded.tokenizer)  # (L,)
+    out, prefill_ms, generate_ms = timed_generate(model, clock, ids, [video], **generation_kwargs(config))
     answer_ids = [t for t in out[0].tolist() if t not in model.stop_token_ids]
     text = loaded.tokenizer.decode(answer_ids, skip_special_tokens=True).strip()
-    return Answer(question, text, len(answer_ids), (first - start) * 1000.0, (end - first) * 1000.0)
+    return Answer(question, text, len(answer_ids), prefill_ms, generate_ms)
 
 
 def peak_memory_mb(device: torch.device) -> tuple[float, str]:

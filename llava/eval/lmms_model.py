@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -29,13 +28,13 @@ from accelerate import Accelerator
 from lmms_eval import utils
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
-from transformers import LogitsProcessorList
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.conversation import conv_templates
 from llava.eval.block_cache import BlockCache, EncodedBlock
 from llava.eval.features import FrameSettings, file_key, video_pixels
 from llava.eval.sample_log import SampleLog, request_key
+from llava.infer import StageClock, timed_generate
 from llava.mm_utils import tokenizer_image_token
 from llava.run_config import RunConfig, load_config
 
@@ -76,19 +75,6 @@ def run_config_from_args(config: str | None, args: dict[str, Any]) -> RunConfig:
     ordered = sorted(args.items(), key=lambda item: item[0] == "method")
     overrides = {RUN_CONFIG_ARGS[k]: v for k, v in ordered if v is not None}
     return load_config(resolve_config_path(config) if config else None, overrides)
-
-
-class _FirstLogits:
-    """A logits processor that only records when generation first asks for logits: the prompt's forward pass
-    (prefill) is done then, so a batch's time splits into prefill and decode."""
-
-    def __init__(self) -> None:
-        self.at: float | None = None
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.at is None:
-            self.at = time.perf_counter()
-        return scores
 
 
 class LlavaScissor(lmms):
@@ -143,12 +129,12 @@ class LlavaScissor(lmms):
 
     @torch.no_grad()
     def _encode(self, path: str) -> EncodedBlock:
-        start = time.perf_counter()
-        pixels = video_pixels(path, self.processor, self.frames)  # (F, 3, S, S)
-        pooled = self.model.pooled_features(pixels, self.run_config.model.frame_batch_size)  # (F, T, D)
-        _sync(pooled.device)
-        vision_ms = (time.perf_counter() - start) * 1000.0
-        return EncodedBlock(self.model.compress_features(pooled, self.compression, timed=True), vision_ms)
+        clock = StageClock(self.model.device)
+        with clock.stage("vision"):  # decode + preprocess + tower + projector + pool
+            pixels = video_pixels(path, self.processor, self.frames)  # (F, 3, S, S)
+            pooled = self.model.pooled_features(pixels, self.run_config.model.frame_batch_size)  # (F, T, D)
+        video = self.model.compress_features(pooled, self.compression, timed=True)
+        return EncodedBlock(video, clock.ms["vision"])
 
     # ---- lmms-eval API ------------------------------------------------------------------------------------
     def generate_until(self, requests: list[Instance]) -> list[str]:
@@ -207,30 +193,23 @@ class LlavaScissor(lmms):
         gen_kwargs = dict(chunk[0][1])
         until = gen_kwargs.pop("until", None)
         encoded = [self.encoded_video(self._video_of(args)) for args in chunk]
-        mark = _FirstLogits()
-        _sync(self.device)
-        start = time.perf_counter()
-        out = self.model.generate(
-            [self._prompt_ids(args[0]) for args in chunk], videos=[block.video for block, _ in encoded],
-            logits_processor=LogitsProcessorList([mark]), **self._generation_args(gen_kwargs))  # (B, N)
-        _sync(self.device)
-        end = time.perf_counter()
-        first = mark.at if mark.at is not None else end
+        out, prefill_ms, decode_ms = timed_generate(
+            self.model, StageClock(self.device), [self._prompt_ids(args[0]) for args in chunk],
+            [block.video for block, _ in encoded], **self._generation_args(gen_kwargs))  # (B, N)
         texts = [_cut(self._decode(row), until) for row in out]
-        return [(text, _record(args, block, hit, len(chunk), (first - start) * 1e3, (end - first) * 1e3))
+        return [(text, _record(args, block, hit, len(chunk), prefill_ms, decode_ms))
                 for text, args, (block, hit) in zip(texts, chunk, encoded, strict=True)]
 
     def _generation_args(self, gen_kwargs: dict[str, Any]) -> dict[str, Any]:
         """Task generation settings as transformers takes them: greedy drops sampling keys (as the stock class),
-        1024 new tokens when the task sets none, stop on `<|im_end|>` and the checkpoint's eos."""
+        1024 new tokens when the task sets none (the model's `generate` stops on `<|im_end|>` and the eos)."""
         args = {k: v for k, v in gen_kwargs.items() if k != "image_aspect_ratio"}
         args.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
         if not args.get("do_sample", False):
             args["do_sample"] = False
             for key in SAMPLING_KEYS:
                 args.pop(key, None)
-        stop = self.model.stop_token_ids or None
-        return {**args, "eos_token_id": stop, "pad_token_id": stop[0] if stop else None}
+        return args
 
     def _decode(self, ids: torch.Tensor) -> str:
         stop = set(self.model.stop_token_ids)
@@ -280,9 +259,4 @@ def _record(args: tuple, block: EncodedBlock, hit: bool, batch: int, prefill_ms:
 
 def _finite(value: float | None) -> float | None:
     return None if value is None or value != value else value
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 

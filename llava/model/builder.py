@@ -3,9 +3,10 @@
 Path or hub id in, `(tokenizer, model, image_processor, context_len)` out. The checkpoint format is detected from
 config.json content; `model_name` is read here only, in `zip_requested` (LLaVA-Scissor's "zip in the name switches
 compression on"). The default dtype is float16, as in LLaVA-NeXT's and LLaVA-Scissor's builders: lmms-eval's
-`llava_onevision` class passes none, and the paper's numbers were made in fp16 ("auto" = bf16 on CUDA, fp32 on
-CPU, is what our CLI asks for). Attention defaults to sdpa (flash_attention_2 only when flash-attn is installed and
-CUDA is available); device_map "auto" spreads the model over several GPUs with accelerate.
+`llava_onevision` class passes none, and the paper's numbers were made in fp16 ("auto" = bf16 on CUDA and on CPUs
+with native bf16 matmuls, else fp32, is what our CLI asks for). Attention defaults to sdpa (flash_attention_2 only
+when flash-attn is installed and CUDA is available); device_map "auto" spreads the model over several GPUs with
+accelerate.
 
 What a checkpoint configures, in order: config.json, or `customized_config` in its place (a config object, a dict
 or a JSON file); then `overwrite_config` key by key (lmms-eval sends `mm_spatial_pool_stride` / `_mode` this way);

@@ -40,7 +40,7 @@ DTYPE_NAMES: tuple[str, ...] = typing.get_args(DtypeName)
 ATTENTION_NAMES: tuple[str, ...] = typing.get_args(AttentionName)
 FRAME_BATCH_SIZE = 16  # frames per vision-tower batch: bounds the tower's activation memory on long videos
 PoolMode = Literal["bilinear", "average", "max"]
-POOL_MODES = ("bilinear", "average", "max")
+POOL_MODES: tuple[str, ...] = typing.get_args(PoolMode)
 
 ORIGINAL_MODEL_TYPES = ("llava", "llava_qwen", "llava_qwen_zip")
 ORIGINAL_ARCHITECTURES = ("LlavaQwenForCausalLM", "LlavaQwenZipForCausalLM")
