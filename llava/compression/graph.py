@@ -99,35 +99,41 @@ def weighted_edges(rows: Rows, size: int, floor: float) -> tuple[Tensor, Tensor,
     weights, and the table's diagonal [M].
 
     Each tile's edges go into a fixed-size buffer (nonzero_static: no host read) of 1/_EDGE_SHARE of its
-    entries; one host read for the whole pass gives the edge count and whether a buffer overflowed, and the
-    padding is then cut off (a stable sort moves the edges first). Graphs denser than that (rare at useful
-    taus) are read again exactly, one read per tile."""
+    entries; one host read for the whole pass gives the edge count and whether a buffer overflowed. The edges
+    are then packed to the front in their order (a prefix sum over the found slots gives each its place: linear,
+    where a sort over the buffers cost more than the similarity pass on long videos) and the padding cut off.
+    Graphs denser than that (rare at useful taus) are read again exactly, one read per tile."""
     step = tile_rows(size)
-    parts, counts, diagonal = [], [], []
+    pairs, weights, counts, capacities, diagonal = [], [], [], [], []
     for start in range(0, size, step):
         sim = rows(start, min(size, start + step))  # (t, M)
         local = torch.arange(sim.shape[0], device=sim.device)
         diagonal.append(sim[local, local + start])
         upper = torch.triu(sim > floor, diagonal=start + 1)  # (t, M)
-        capacity = max(1, upper.numel() // _EDGE_SHARE)
-        counts.append(torch.stack([upper.sum(), torch.tensor(capacity, device=sim.device)]))
-        parts.append(_tile_edges(sim, torch.nonzero_static(upper, size=capacity, fill_value=-1), start))
-    counts = torch.stack(counts)  # (tiles, 2) edges, capacity
-    overflow = (counts[:, 0] > counts[:, 1]).any()
-    answer = read_int(counts[:, 0].sum() * 2 + overflow)
+        capacities.append(max(1, upper.numel() // _EDGE_SHARE))
+        counts.append(torch.count_nonzero(upper))
+        _tile_edges(sim, torch.nonzero_static(upper, size=capacities[-1], fill_value=-1), start, pairs, weights)
+    counts = torch.stack(counts)  # (tiles,)
+    overflow = (counts > torch.tensor(capacities, device=counts.device)).any()
+    answer = read_int(counts.sum() * 2 + overflow)
     if answer % 2:
-        parts = [_tile_edges(sim, torch.triu(sim > floor, diagonal=start + 1).nonzero(), start)
-                 for start in range(0, size, step) for sim in [rows(start, min(size, start + step))]]
-    u, v, w = (torch.cat(column) for column in zip(*parts, strict=True))
-    first = torch.sort(w, descending=True, stable=True).indices[: answer // 2]  # edges (> floor) before padding
-    return u[first], v[first], w[first], torch.cat(diagonal)
+        pairs, weights = [], []
+        for start in range(0, size, step):
+            sim = rows(start, min(size, start + step))
+            _tile_edges(sim, torch.triu(sim > floor, diagonal=start + 1).nonzero(), start, pairs, weights)
+    pairs, weights = torch.cat(pairs), torch.cat(weights)  # (slots, 2), (slots,)
+    found = weights > NONE  # padding holds -inf
+    place = torch.where(found, found.cumsum(0) - 1, found.numel())  # padding goes to one spare slot at the end
+    pairs = pairs.new_empty(found.numel() + 1, 2).index_copy_(0, place, pairs)[: answer // 2]
+    weights = weights.new_empty(found.numel() + 1).index_copy_(0, place, weights)[: answer // 2]
+    return pairs[:, 0], pairs[:, 1], weights, torch.cat(diagonal)
 
 
-def _tile_edges(sim: Tensor, edges: Tensor, start: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Tile-local (row, column) pairs [E, 2], -1 = padding -> global u, v and weights."""
-    found = edges[:, 0] >= 0
-    i, j = edges[:, 0].clamp(min=0), edges[:, 1].clamp(min=0)
-    return torch.where(found, i + start, 0), torch.where(found, j, 0), torch.where(found, sim[i, j], NONE)
+def _tile_edges(sim: Tensor, edges: Tensor, start: int, pairs: list[Tensor], weights: list[Tensor]) -> None:
+    """Append a tile's (row, column) pairs [E, 2] (-1 = padding) as global (u, v) and their weights (-inf for
+    padding). Padding indexes the tile's last entry (index -1) and is masked out."""
+    weights.append(torch.where(edges[:, 0] >= 0, sim[edges[:, 0], edges[:, 1]], NONE))
+    pairs.append(edges.add_(torch.tensor([start, 0], device=edges.device)) if start else edges)
 
 
 def degrees(u: Tensor, v: Tensor, w: Tensor, diagonal: Tensor, tau: float) -> Tensor:
