@@ -134,7 +134,7 @@ def test_components_equal_scipy_partition_and_degree(
             x = x[torch.randint(0, max(1, M // 4), (M,), generator=g)]
         tau = float(torch.rand(1, generator=g)) * 1.6 - 0.6
         sim = cosine_similarity(x[None])[0]
-        u, v, w, diagonal = weighted_edges(lambda start, stop, sim=sim: sim[start:stop], M, tau)
+        u, v, w, diagonal = weighted_edges(lambda start, stop, sim=sim: sim[start:stop, start:], M, tau)
         labels, count = components(M, u, v)
         degree = degrees(u, v, w, diagonal, tau)
         adjacency = (sim > tau).numpy()
@@ -439,6 +439,7 @@ def _graph_on_table(table: torch.Tensor, tiled: bool) -> TemporalGraph:
     if tiled:
         graph.table = None
         graph.rows = lambda start, stop: table[start:stop]
+        graph.upper_rows = lambda start, stop: table[start:stop, start:]
     else:
         graph.table = table[None].clone()
     return graph

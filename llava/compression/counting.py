@@ -6,7 +6,8 @@ Counts are stable where times are not, so tests assert them and the benchmark pr
 - an op whose output shape depends on tensor values: nonzero, unique, masked_select, bincount (it reads the
   maximum), repeat_interleave without output_size, indexing or index_put with a boolean mask (a hidden nonzero);
 - an op that returns a Python value from tensor contents: equal;
-- a copy from an accelerator to the CPU (`.cpu()`, `.tolist()`, `.numpy()`).
+- a copy from an accelerator to the CPU (`.cpu()`, `.tolist()`, `.numpy()`), and any copy that names the CPU as
+  its target (`.to("cpu", copy=True)`: on a CPU tensor the same call a GPU tensor pays a round trip for).
 """
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ def _forces_sync(func, args: tuple, kwargs: dict) -> bool:
     if packet in _MASK_INDEXING:
         indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
         return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices)
+    if packet is aten._to_copy and kwargs.get("device") is not None and torch.device(kwargs["device"]).type == "cpu":
+        return True
     if packet in (aten._to_copy, aten.copy_):
         source = args[1] if packet is aten.copy_ else args[0]
         target = args[0].device if packet is aten.copy_ else kwargs.get("device") or source.device

@@ -10,7 +10,12 @@ memory stays O(tile x M) however long the video.
 
 Connected components of the thresholded graph are exactly the components of a maximum spanning forest
 restricted to edges > tau (cycle property), so the single-linkage cut at a threshold IS SCC at that tau.
-Similarity tables are assumed symmetric (cos(i, j) == cos(j, i) bit for bit, as X @ X.T gives).
+
+Every pair's similarity is read from one place, so a threshold read off the spanning tree cuts exactly where it
+should (a matmul does not promise sim[i, j] == sim[j, i] bit for bit: blocked kernels sum in different orders,
+and on AVX2 CPUs and GPUs the two sides can differ in the last bit). Temporal tables and edge passes hold the
+upper triangle only (j >= i; -inf below), which also halves their matmul; small per-frame tables are made
+symmetric instead.
 """
 from __future__ import annotations
 
@@ -24,9 +29,11 @@ NONE = float("-inf")  # "no edge" in a similarity table
 _ROUNDS_PER_CHECK = 4  # label-propagation rounds between host reads (the graphs here converge in 2-4)
 _JUMPS_PER_CHECK = 3  # Boruvka pointer jumps between host reads (its merge forests are shallow)
 _TILE_ELEMENTS = 1 << 25  # similarity entries per row tile (128 MB in float32)
+_UPPER_BLOCK = 1024  # rows per block of an upper-triangle table, at least ...
+_UPPER_BLOCKS = 8  # ... and at most this many blocks (more blocks: fewer FLOPs, more launches)
 _EDGE_SHARE = 16  # edge buffers hold up to 1/16 of a tile's entries (floored ratio-mode graphs reach ~2%)
 
-Rows = Callable[[int, int], Tensor]  # (start, stop) -> similarity rows [stop - start, M]
+Rows = Callable[[int, int], Tensor]  # (start, stop) -> similarity rows [stop - start, M] (or their upper part)
 
 
 def unit(x: Tensor) -> Tensor:
@@ -41,13 +48,25 @@ def similarity(x_unit: Tensor) -> Tensor:
 
 
 def symmetric_similarity(x_unit: Tensor) -> Tensor:
-    """`similarity`, symmetric bit for bit, for tables that Boruvka reads. A matmul does not promise
-    sim[i, j] == sim[j, i] (blocked kernels sum in different orders; on AVX2 CPUs and on GPUs they can differ in
-    the last bit), and Boruvka reads an edge from whichever side holds the best one while edge lists read the
-    upper triangle: a single value per pair keeps a threshold read off the spanning tree cutting exactly where it
-    should. Averaging both sides gives that (a + b == b + a) and moves values by at most one ulp."""
+    """`similarity`, symmetric bit for bit (see the module docstring): both sides averaged (a + b == b + a),
+    which moves values by at most one ulp. For the small per-frame tables."""
     sim = x_unit @ x_unit.transpose(-1, -2)  # (B, M, M)
     return (sim + sim.transpose(-1, -2)).mul_(0.5).clamp_(-1.0, 1.0)
+
+
+def upper_similarity(x_unit: Tensor) -> Tensor:
+    """[M, D] unit vectors -> [M, M] cosine similarities on and above the diagonal, -inf below: each pair is
+    computed once, in row blocks of the upper triangle (about half the FLOPs of X @ X.T)."""
+    M = x_unit.shape[0]
+    table = x_unit.new_full((M, M), NONE)
+    step = max(_UPPER_BLOCK, -(-M // _UPPER_BLOCKS))
+    below = torch.ones(step, step, dtype=torch.bool, device=x_unit.device).tril_(-1)  # (step, step)
+    for start in range(0, M, step):
+        t = min(M, start + step) - start
+        block = (x_unit[start:start + t] @ x_unit[start:].T).clamp_(-1.0, 1.0)  # (t, M - start)
+        block[:, :t].masked_fill_(below[:t, :t], NONE)
+        table[start:start + t, start:] = block
+    return table
 
 
 def tile_rows(num_columns: int) -> int:
@@ -60,15 +79,22 @@ def read_int(value: Tensor) -> int:
     return int(value)
 
 
+def read_floats(values: Tensor) -> list[float]:
+    """Several numbers [n] in one host read: one device -> host copy (float64 holds every similarity and count
+    exactly)."""
+    return values.to("cpu", torch.float64, copy=True).tolist()
+
+
 # ----------------------------------------------------------------------------------------- components
 def components(num_nodes: int, u: Tensor, v: Tensor) -> tuple[Tensor, int]:
     """Connected components of the edge list (u, v) (one direction per edge suffices; self loops are no-ops).
 
     Returns labels [num_nodes] = the smallest node id of each component, and the number of components.
     Min-label hooking with pointer jumping: every round, each edge lowers the label of the larger label's node
-    to the smaller label (scatter amin), then labels jump once to their labels' labels. Labels only decrease and stay
-    inside their component; a round that changes nothing leaves every edge's ends with one label, the smallest
-    member's id. O(log n) rounds on the graphs here, checked every _ROUNDS_PER_CHECK rounds.
+    to the smaller label (scatter amin), then labels jump twice to their labels' labels (two jumps keep the temporal
+    graphs' frame-to-frame chains within one check). Labels only decrease and stay inside their component; a
+    round that changes nothing leaves every edge's ends with one label, the smallest member's id. O(log n)
+    rounds on the graphs here, checked every _ROUNDS_PER_CHECK rounds.
     """
     nodes = torch.arange(num_nodes, device=u.device)
     labels = nodes
@@ -80,7 +106,36 @@ def components(num_nodes: int, u: Tensor, v: Tensor) -> tuple[Tensor, int]:
             lu, lv = labels[u], labels[v]  # (E,) each
             low = torch.minimum(lu, lv)
             labels = labels.scatter_reduce(0, lu, low, "amin").scatter_reduce_(0, lv, low, "amin")
-            labels = labels[labels]  # pointer jump
+            labels = labels[labels]  # pointer jumps
+            labels = labels[labels]
+        changed = (labels != previous).any()
+        count = (labels == nodes).sum()
+        answer = read_int(count * 2 + changed)  # both facts in one round trip
+        if answer % 2 == 0:
+            return labels, answer // 2
+
+
+def frame_components(adjacency: Tensor) -> tuple[Tensor, int]:
+    """Connected components of every graph in a batch of small dense adjacency matrices [B, M, M] (symmetric bool),
+    as one graph of B*M nodes with no edges between the graphs.
+
+    Returns labels [B*M] = the smallest node id of each component, and the number of components. Min-label
+    propagation read straight off the matrices (no edge list: no data-dependent shapes, no host read to build
+    one): every round each node takes the smallest label among itself and its neighbours, its root takes the
+    smallest of those among its members, then labels jump twice to their labels' labels; the same convergence
+    argument and checks as `components`.
+    """
+    B, M, _ = adjacency.shape
+    nodes = torch.arange(B * M, device=adjacency.device)
+    labels, none = nodes, B * M  # `none` is larger than every label
+    while True:
+        for _ in range(_ROUNDS_PER_CHECK):
+            previous = labels
+            pulled = torch.where(adjacency, labels.view(B, 1, M), none).amin(dim=-1).view(B * M)  # (B*M,)
+            low = torch.minimum(labels, pulled)
+            labels = low.scatter_reduce(0, labels, low, "amin")  # hook: each root takes its members' smallest
+            labels = labels[labels]  # pointer jumps
+            labels = labels[labels]
         changed = (labels != previous).any()
         count = (labels == nodes).sum()
         answer = read_int(count * 2 + changed)  # both facts in one round trip
@@ -94,9 +149,9 @@ def dense_ids(labels: Tensor) -> Tensor:
     return (roots.cumsum(0) - 1)[labels]
 
 
-def weighted_edges(rows: Rows, size: int, floor: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One pass over the row tiles of a symmetric similarity table: edges (u < v) with similarity > floor, their
-    weights, and the table's diagonal [M].
+def weighted_edges(upper_rows: Rows, size: int, floor: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One pass over the row tiles of a similarity table's upper triangle (`upper_rows(start, stop)` gives
+    columns start .. M of those rows): edges (u < v) with similarity > floor, their weights, and the diagonal [M].
 
     Each tile's edges go into a fixed-size buffer (nonzero_static: no host read) of 1/_EDGE_SHARE of its
     entries; one host read for the whole pass gives the edge count and whether a buffer overflowed. The edges
@@ -106,10 +161,9 @@ def weighted_edges(rows: Rows, size: int, floor: float) -> tuple[Tensor, Tensor,
     step = tile_rows(size)
     pairs, weights, counts, capacities, diagonal = [], [], [], [], []
     for start in range(0, size, step):
-        sim = rows(start, min(size, start + step))  # (t, M)
-        local = torch.arange(sim.shape[0], device=sim.device)
-        diagonal.append(sim[local, local + start])
-        upper = torch.triu(sim > floor, diagonal=start + 1)  # (t, M)
+        sim = upper_rows(start, min(size, start + step))  # (t, M - start): column c is node start + c
+        diagonal.append(sim.diagonal())
+        upper = torch.triu(sim > floor, diagonal=1)  # (t, M - start)
         capacities.append(max(1, upper.numel() // _EDGE_SHARE))
         counts.append(torch.count_nonzero(upper))
         _tile_edges(sim, torch.nonzero_static(upper, size=capacities[-1], fill_value=-1), start, pairs, weights)
@@ -119,8 +173,8 @@ def weighted_edges(rows: Rows, size: int, floor: float) -> tuple[Tensor, Tensor,
     if answer % 2:
         pairs, weights = [], []
         for start in range(0, size, step):
-            sim = rows(start, min(size, start + step))
-            _tile_edges(sim, torch.triu(sim > floor, diagonal=start + 1).nonzero(), start, pairs, weights)
+            sim = upper_rows(start, min(size, start + step))
+            _tile_edges(sim, torch.triu(sim > floor, diagonal=1).nonzero(), start, pairs, weights)
     pairs, weights = torch.cat(pairs), torch.cat(weights)  # (slots, 2), (slots,)
     found = weights > NONE  # padding holds -inf
     place = torch.where(found, found.cumsum(0) - 1, found.numel())  # padding goes to one spare slot at the end
@@ -130,10 +184,10 @@ def weighted_edges(rows: Rows, size: int, floor: float) -> tuple[Tensor, Tensor,
 
 
 def _tile_edges(sim: Tensor, edges: Tensor, start: int, pairs: list[Tensor], weights: list[Tensor]) -> None:
-    """Append a tile's (row, column) pairs [E, 2] (-1 = padding) as global (u, v) and their weights (-inf for
-    padding). Padding indexes the tile's last entry (index -1) and is masked out."""
+    """Append a tile's local (row, column) pairs [E, 2] (-1 = padding) as global (u, v), both offset by the
+    tile's start, and their weights (-inf for padding, which reads the tile's last entry and is masked out)."""
     weights.append(torch.where(edges[:, 0] >= 0, sim[edges[:, 0], edges[:, 1]], NONE))
-    pairs.append(edges.add_(torch.tensor([start, 0], device=edges.device)) if start else edges)
+    pairs.append(edges.add_(start) if start else edges)
 
 
 def degrees(u: Tensor, v: Tensor, w: Tensor, diagonal: Tensor, tau: float) -> Tensor:
@@ -143,23 +197,25 @@ def degrees(u: Tensor, v: Tensor, w: Tensor, diagonal: Tensor, tau: float) -> Te
 
 
 # ----------------------------------------------------------------------------------------- Boruvka
-def boruvka(table: Tensor, max_merges: int | None = None) -> tuple[Tensor, Tensor, int]:
-    """Maximum spanning forest of each graph in `table` [B, M, M] (symmetric similarities; -inf = no edge).
+def boruvka(table: Tensor, max_merges: int | None = None, upper: bool = False) -> tuple[Tensor, Tensor, int]:
+    """Maximum spanning forest of each graph in `table` [B, M, M] (similarities; -inf = no edge), symmetric or,
+    with `upper`, held on and above the diagonal only.
 
     Returns labels [B, M] (dense per graph, 0 .. count-1), the forest's edge weights [B * M * rounds], -inf
     where a slot took no edge (sort descending to read them strongest first), and the largest count. Each
     round every component takes its strongest outgoing edge (ties to the lowest target, which keeps every round
     cycle-free), the components merge along those edges, and the table is contracted to the strongest edge
-    between each pair of new components, so the work shrinks geometrically. With `max_merges` (B == 1), at
-    most that many edges are taken, strongest first (ties to the lower slot): any subset of a round's edges is a
-    forest, so each taken edge removes exactly one component. The table's diagonal is overwritten.
+    between each pair of new components (symmetric from then on), so the work shrinks geometrically. With
+    `max_merges` (B == 1), at most that many edges are taken, strongest first (ties to the lower slot): any
+    subset of a round's edges is a forest, so each taken edge removes exactly one component. The table's
+    diagonal is overwritten.
     """
     B, M, _ = table.shape
     table.diagonal(dim1=1, dim2=2).fill_(NONE)
     comp = torch.arange(M, device=table.device).expand(B, M)  # (B, M) node -> component slot
     taken_weights, budget, count = [], max_merges, M
     while budget is None or budget > 0:
-        weight, target = table.max(dim=-1)  # (B, C) strongest edge leaving each component, ties -> lowest slot
+        weight, target = _strongest(table, upper)  # (B, C) each
         take = forest_edges(weight, target, budget)  # (B, C)
         slot, count, merges = merge_slots(take, target)
         if merges == 0:
@@ -168,10 +224,21 @@ def boruvka(table: Tensor, max_merges: int | None = None) -> tuple[Tensor, Tenso
         comp = slot.gather(1, comp)
         if count == 1:  # every graph is one component: nothing left to take
             break
-        table = contract(table, slot, count)
-        budget = None if budget is None else budget - merges
+        table = contract(table, slot, count, upper)
+        upper, budget = False, None if budget is None else budget - merges
     weights = torch.cat(taken_weights) if taken_weights else table.new_full((1,), NONE)
     return comp, weights, count
+
+
+def _strongest(table: Tensor, upper: bool) -> tuple[Tensor, Tensor]:
+    """The strongest edge leaving each slot [B, C] and its target (ties to the lowest). An upper table holds a
+    slot's edges to lower slots in its column and to higher ones in its row; the column wins ties (lower ids)."""
+    weight, target = table.max(dim=-1)  # (B, C) max returns the first maximal index
+    if not upper:
+        return weight, target
+    column_weight, column_target = table.max(dim=-2)  # (B, C)
+    from_column = column_weight >= weight
+    return torch.where(from_column, column_weight, weight), torch.where(from_column, column_target, target)
 
 
 def forest_edges(weight: Tensor, target: Tensor, budget: int | None) -> Tensor:
@@ -208,12 +275,13 @@ def merge_slots(take: Tensor, target: Tensor) -> tuple[Tensor, int, int]:
     return rank.gather(1, parent), answer // (B * C + 1), answer % (B * C + 1)
 
 
-def contract(table: Tensor, slot: Tensor, new_c: int) -> Tensor:
-    """[B, C, C] symmetric similarities -> [B, C', C'] strongest edge between each pair of groups; slot [B, C]
-    gives each row's group in [0, C').
+def contract(table: Tensor, slot: Tensor, new_c: int, upper: bool = False) -> Tensor:
+    """[B, C, C] similarities (symmetric, or on and above the diagonal with `upper`) -> [B, C', C'] symmetric
+    strongest edge between each pair of groups; slot [B, C] gives each row's group in [0, C').
 
     Two grouped row-maxima (index_reduce_, ~10x faster than scatter_reduce_ here): rows, then the rows of the
-    transpose, which by symmetry are the columns.
+    transpose, the columns. An upper table's pairs sit on one side only, so the result is made symmetric by
+    taking the larger of each pair of sides.
     """
     B, C, _ = table.shape
     group = (slot + torch.arange(B, device=slot.device)[:, None] * new_c).view(B * C)  # (B*C,) global group id
@@ -223,5 +291,7 @@ def contract(table: Tensor, slot: Tensor, new_c: int) -> Tensor:
         cols = rows.view(B, new_c, C).transpose(1, 2).reshape(B * C, new_c)  # (B*C, C')
         out = table.new_full((B * new_c, new_c), NONE).index_reduce_(0, group, cols, "amax")
     out = out.view(B, new_c, new_c)
+    if upper:
+        out = torch.maximum(out, out.transpose(1, 2))
     out.diagonal(dim1=1, dim2=2).fill_(NONE)  # edges inside a component are no longer candidates
     return out

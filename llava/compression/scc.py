@@ -31,9 +31,12 @@ from .graph import (
     contract,
     degrees,
     dense_ids,
+    frame_components,
+    read_floats,
     similarity,
     symmetric_similarity,
     unit,
+    upper_similarity,
     weighted_edges,
 )
 from .merge import merge_into_kept, segment_sum
@@ -63,10 +66,9 @@ def ordered_means(x: Tensor, labels: Tensor, count: int, degree: Tensor) -> Tens
     keeps the output in spatial / temporal order as the authors' code does.
     """
     N = x.shape[0]
-    idx = torch.arange(N, device=x.device)
-    score = degree.long() * N + (N - 1 - idx)  # (N,) higher degree first, then lower index
-    best = torch.full((count,), -1, dtype=torch.long, device=x.device).scatter_reduce_(0, labels, score, "amax")
-    key = N - 1 - best % N  # (C,) index of each component's highest-degree member
+    score = degree.long() * N - torch.arange(N, device=x.device)  # (N,) higher degree first, then lower index
+    best = torch.full((count,), torch.iinfo(torch.long).min, device=x.device).scatter_reduce_(0, labels, score, "amax")
+    key = best.neg().remainder_(N)  # (C,) index of each component's highest-degree member
     rank = torch.empty_like(key).scatter_(0, torch.argsort(key), torch.arange(count, device=x.device))  # (C,)
     order = rank[labels]  # (N,) output position of each token's component
     wide = torch.promote_types(x.dtype, torch.float32)  # fp16/bf16 means round once, as their torch.mean does
@@ -94,38 +96,44 @@ def _touching(sampled: Tensor | None, u: Tensor, v: Tensor) -> tuple[Tensor, Ten
 def spatial_step(x: Tensor, sim: Tensor, tau: float, sampled: Tensor | None = None) -> Tensor:
     """x [F, T, D], sim [F, T, T] -> SCC tokens of every frame, concatenated in frame order [M', D].
 
-    All frames form one graph of F*T nodes without edges between frames, so one edge list and one components
-    call serve every frame, and the frame-major node index orders the output frame by frame.
+    All frames form one graph of F*T nodes without edges between frames, so one components call serves every
+    frame, and the frame-major node index orders the output frame by frame.
     """
     F, T, D = x.shape
     adjacency = sim > tau  # (F, T, T)
     degree = adjacency.sum(dim=-1, dtype=torch.int32).view(F * T)  # self included
-    b, i, j = torch.triu(adjacency, diagonal=1).nonzero(as_tuple=True)  # (E,) each
-    u, v = _touching(sampled, b * T + i, b * T + j)
-    labels, count = components(F * T, u, v)
+    if sampled is not None:  # keep the edges touching a sampled node
+        chosen = sampled.view(F, T)
+        adjacency &= chosen[:, :, None] | chosen[:, None, :]
+    labels, count = frame_components(adjacency)
     return ordered_means(x.view(F * T, D), dense_ids(labels), count, degree)
 
 
 class TemporalGraph:
     """The temporal step's graph over the M' spatial tokens, read as row tiles of its similarity table.
 
-    `keep_table` (ratio mode, which reads the table several times) holds the dense [1, M', M'] table up to
-    DENSE_LIMIT tokens; otherwise rows are recomputed per tile, so memory stays O(tile x M') for long videos.
-    The edge list of the last pass (all edges above some floor) is kept: thresholds above that floor, and the
-    spanning tree above it, are read from it without another pass.
+    `keep_table` (ratio mode, which reads the table several times) holds the dense upper-triangle table
+    [1, M', M'] up to DENSE_LIMIT tokens; otherwise rows are recomputed per tile, so memory stays O(tile x M')
+    for long videos. The edge list of the last pass (all edges above some floor) is kept: thresholds above that
+    floor, and the spanning tree above it, are read from it without another pass.
     """
 
     def __init__(self, tokens: Tensor, keep_table: bool) -> None:
         self.size = tokens.shape[0]
         self.x_unit = unit(tokens)  # (M', D)
         dense = keep_table and self.size <= DENSE_LIMIT
-        self.table = symmetric_similarity(self.x_unit[None]) if dense else None  # (1, M', M')
+        self.table = upper_similarity(self.x_unit)[None] if dense else None  # (1, M', M') -inf below the diagonal
         self._edges: tuple[float, tuple[Tensor, Tensor, Tensor, Tensor]] | None = None  # floor, (u, v, w, diag)
 
-    def rows(self, start: int, stop: int) -> Tensor:
-        """Similarity rows [stop - start, M']."""
+    def upper_rows(self, start: int, stop: int) -> Tensor:
+        """Similarities of rows start .. stop with columns start .. M' [stop - start, M' - start]; entries below
+        the diagonal are not read."""
         if self.table is not None:
-            return self.table[0, start:stop]
+            return self.table[0, start:stop, start:]
+        return (self.x_unit[start:stop] @ self.x_unit[start:].T).clamp_(-1.0, 1.0)
+
+    def rows(self, start: int, stop: int) -> Tensor:
+        """Whole similarity rows [stop - start, M'], recomputed (the tiled spanning tree reads every column)."""
         if start == 0 and stop == self.size:
             return similarity(self.x_unit[None])[0]
         return (self.x_unit[start:stop] @ self.x_unit.T).clamp_(-1.0, 1.0)
@@ -133,7 +141,7 @@ class TemporalGraph:
     def edges(self, floor: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Every edge with similarity > floor (u < v, weights) and the diagonal [M']; one pass unless kept."""
         if self._edges is None or self._edges[0] > floor:
-            self._edges = (floor, weighted_edges(self.rows, self.size, floor))
+            self._edges = (floor, weighted_edges(self.upper_rows, self.size, floor))
         return self._edges[1]
 
     def components(self, tau: float, sampled: Tensor | None = None) -> tuple[Tensor, int, Tensor]:
@@ -147,7 +155,7 @@ class TemporalGraph:
         with `floor`, only those above it (the spanning forest of {sim > floor} holds exactly those)."""
         if self.table is not None:
             table = self.table.clone() if floor is None else torch.nn.functional.threshold(self.table, floor, NONE)
-            weights = boruvka(table)[1]
+            weights = boruvka(table, upper=True)[1]
         elif floor is None:
             weights = tiled_boruvka(self.rows, self.size)[1]
         else:
@@ -166,7 +174,7 @@ class TemporalGraph:
             groups, _, new_count = edge_boruvka(u, v, tied, self.size, start=labels, count=count, max_merges=merges)
             return groups, new_count
         tied = self.table.masked_fill(self.table < tau, NONE)  # (1, M', M') only edges >= tau
-        groups, _, new_count = boruvka(contract(tied, labels[None], count), max_merges=merges)  # (1, C)
+        groups, _, new_count = boruvka(contract(tied, labels[None], count, upper=True), max_merges=merges)  # (1, C)
         return groups[0][labels], new_count
 
 
@@ -203,14 +211,16 @@ def _tau_keeping(weights: Tensor, num_nodes: int, count: int, floored: bool = Fa
     return None if floored else -1.0
 
 
-def cut_tree(graph: TemporalGraph, weights: Tensor, k: int) -> tuple[Tensor, Tensor, float]:
+def cut_tree(graph: TemporalGraph, weights: Tensor, k: int, tau: float | None = None) -> tuple[Tensor, Tensor, float]:
     """Partition the temporal graph into exactly k single-linkage clusters. Returns labels, degree, tau.
 
-    The clusters are the components of {sim > tau} with tau the (M - k + 1)-th strongest tree weight. When tree
-    weights tie at tau that leaves more than k components; the missing merges are taken among the edges of
-    similarity exactly tau (never weaker ones: that would not be a single-linkage cut), by a budgeted Boruvka.
+    The clusters are the components of {sim > tau} with tau the (M - k + 1)-th strongest tree weight (`tau`
+    when the caller has read it already; None: read here, or the tree lies above it). When tree weights tie at
+    tau that leaves more than k components; the missing merges are taken among the edges of similarity exactly
+    tau (never weaker ones: that would not be a single-linkage cut), by a budgeted Boruvka.
     """
-    tau = _tau_keeping(weights, graph.size, k, floored=True)
+    if tau is None:
+        tau = _tau_keeping(weights, graph.size, k, floored=True)
     if tau is None:  # the cut lies below the floored tree: find the whole tree
         tau = _tau_keeping(graph.tree_weights(), graph.size, k)
     labels, count, degree = graph.components(tau)
@@ -224,35 +234,63 @@ def cut_tree(graph: TemporalGraph, weights: Tensor, k: int) -> tuple[Tensor, Ten
 def scc_ratio(x: Tensor, k: int) -> SCCOutput:
     """Exactly k tokens. x [F, T, D] in the working precision.
 
-    Probe spatial thresholds (chosen on the spatial single-linkage weights so that the spatial count is
-    geometrically between k and N), find the temporal threshold that leaves k parts, and keep the probe where
-    the two thresholds agree best; each probe costs one temporal similarity pass. Then cut at exactly k.
+    Find the spatial threshold tau_s at which the temporal step needs the same threshold tau_t to leave k parts,
+    then cut the temporal tree at exactly k. The gap tau_t - tau_s falls as tau_s rises (more spatial tokens
+    need more temporal merges, at a lower threshold), so one probe brackets the answer between its tau_s and
+    its tau_t; the next probe goes where the spatial count is the geometric mean of the counts at the
+    bracket's ends (the first: of k and N). Each probe costs one temporal similarity pass and one host read
+    for what the search needs next.
     """
     F, T, D = x.shape
     N = F * T
     x_unit = unit(x)  # (F, T, D)
     sim = symmetric_similarity(x_unit)  # (F, T, T): Boruvka and the edge lists read the same values
     spatial_weights = _tree_weights(sim)  # (N - F real weights, then -inf) over all frames
-    low, high = k, N
+    low, high = k, N  # the bracket, as spatial counts
+    tau_s = _tau_keeping(spatial_weights, N, round(math.sqrt(low * high)))
     best = None
     for _ in range(_SEARCH_PROBES):
-        tau_s = _tau_keeping(spatial_weights, N, round(math.sqrt(low * high)))
         spatial = spatial_step(x, sim, tau_s)  # (M', D), M' >= k
         graph = TemporalGraph(spatial, keep_table=True)
         floor = tau_s - _SEARCH_WINDOW
         weights_t = graph.tree_weights(floor)
-        tau_t = _tau_keeping(weights_t, graph.size, k, floored=True)
+        tau_t, count_t, next_up, next_down = _probe_result(spatial_weights, N, weights_t, k, graph.size, floor,
+                                                           low, high)
         gap = (floor if tau_t is None else tau_t) - tau_s
         if best is None or abs(gap) < abs(best[0]):
-            best = (gap, tau_s, spatial, graph, weights_t)
-        if gap > 0:  # temporal threshold above spatial: the spatial step merged too much
-            low = graph.size
-        else:
-            high = graph.size
+            best = (gap, tau_s, spatial, graph, weights_t, tau_t)
+        if gap > 0:  # the answer lies in (tau_s, tau_t]: more spatial tokens, up to the count at tau_t
+            low, high, tau_s = graph.size, min(high, count_t), next_up
+        else:  # in [tau_t, tau_s), or below the window
+            low, high, tau_s = max(low, count_t), graph.size, next_down
         if abs(gap) < _GAP_DONE or high - low <= 1:
             break
-    _, tau_s, spatial, graph, weights_t = best
-    labels, degree, tau_t = cut_tree(graph, weights_t, k)
+    _, tau_s, spatial, graph, weights_t, tau_t = best
+    labels, degree, tau_t = cut_tree(graph, weights_t, k, tau_t)
     kept = ordered_means(spatial, labels, k, degree)  # (k, D)
     tokens, assignment = merge_into_kept(x.view(N, D), kept, x_unit.view(N, D))
     return SCCOutput(tokens, assignment, graph.size, tau_s, tau_t)
+
+
+def _probe_result(
+    spatial_weights: Tensor, num_nodes: int, weights_t: Tensor, k: int, size: int, floor: float, low: int, high: int,
+) -> tuple[float | None, int, float, float]:
+    """What the search needs after a probe of `size` spatial tokens, in one host read: the temporal threshold
+    leaving k parts (None when it lies below the floored tree), the spatial count at that threshold (at the floor
+    for None), and the next probe's spatial threshold for either side of the bracket (up: between `size` and
+    that count; down: between that count and `size`), each as `_tau_keeping` gives it."""
+    tau_t = weights_t[size - k] if size - k < weights_t.numel() else weights_t.new_tensor(NONE)  # size >= k
+    count_t = num_nodes - (spatial_weights > torch.where(tau_t > NONE, tau_t, floor)).sum()  # 0-d
+    up = (size * torch.clamp(count_t, max=high).double()).sqrt().round()  # spatial counts of the next probe
+    down = (size * torch.clamp(count_t, min=low).double()).sqrt().round()
+    up, down = (_threshold_keeping(spatial_weights, num_nodes, count) for count in (up, down))
+    values = read_floats(torch.stack([tau_t.double(), count_t.double(), up.double(), down.double()]))
+    return (None if values[0] == NONE else values[0]), int(values[1]), values[2], values[3]
+
+
+def _threshold_keeping(weights: Tensor, num_nodes: int, count: Tensor) -> Tensor:
+    """`_tau_keeping` (unfloored) for a count held on the device, without reading it."""
+    cut = num_nodes - count.long()  # tree edges that may stay above the threshold
+    value = weights.index_select(0, cut.clamp(0, weights.numel() - 1).view(1))[0]  # t[0-d tensor] would read it
+    value = torch.where((cut < weights.numel()) & (value > NONE), value, -1.0)  # no such edge: every token joins
+    return torch.where(cut < 0, 1.0, value)
