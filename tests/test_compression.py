@@ -19,14 +19,15 @@ from llava.compression import COMPRESSORS, METHODS, CompressionConfig, compress
 from llava.compression import graph as graph_module
 from llava.compression import merge as merge_module
 from llava.compression import scc as scc_module
-from llava.compression.graph import components, degrees, similarity, unit, weighted_edges
+from llava.compression.graph import components, degrees, unit, weighted_edges
 from llava.compression.scc import TemporalGraph, ordered_means, sampled_nodes
 
 MARGIN = 1e-5
 
 
 def cosine_similarity(x: torch.Tensor) -> torch.Tensor:
-    return similarity(unit(x))
+    x_unit = unit(x)
+    return (x_unit @ x_unit.transpose(-1, -2)).clamp(-1.0, 1.0)
 ATOL = 1e-5
 
 
@@ -142,8 +143,14 @@ def test_components_equal_scipy_partition_and_degree(
         ours = labels.numpy()
         assert count == ref_count and len(np.unique(ours)) == count
         assert ((ref[:, None] == ref[None, :]) == (ours[:, None] == ours[None, :])).all()
-        assert all(ours[i] == min(np.flatnonzero(ref == ref[i])) for i in range(M))  # the smallest member's id
+        assert (ours == _ids_by_smallest_member(ref)).all()
         assert (degree.numpy() == adjacency.sum(1)).all()
+
+
+def _ids_by_smallest_member(ref: np.ndarray) -> np.ndarray:
+    """scipy's component labels renumbered 0 .. count-1 in the order of each component's smallest member."""
+    first = np.array([np.flatnonzero(ref == c).min() for c in range(ref.max() + 1)])
+    return np.argsort(np.argsort(first))[ref]
 
 
 def test_components_of_long_chains() -> None:
@@ -153,7 +160,7 @@ def test_components_of_long_chains() -> None:
         order = torch.randperm(n, generator=g)
         labels, count = components(2 * n, order[:-1], order[1:])  # nodes n .. 2n-1 stay alone
         assert count == n + 1
-        assert (labels[:n] == 0).all() and torch.equal(labels[n:], torch.arange(n, 2 * n))
+        assert (labels[:n] == 0).all() and torch.equal(labels[n:], torch.arange(1, n + 1))
 
 
 def test_ordered_means_orders_by_highest_degree_member() -> None:
@@ -260,7 +267,7 @@ def test_approximate_components_match_reference_on_the_same_sample() -> None:
     sampled = sampled_nodes(2, 300, 0.2, torch.Generator().manual_seed(1), x.device).view(2, 300)  # 143 of 300
     assert sampled.sum(dim=1).tolist() == [143, 143]
     for b in range(2):
-        graph = TemporalGraph(x[b], keep_table=False)
+        graph = TemporalGraph(x[b])
         labels, count, _ = graph.components(0.95, sampled[b])
         _, exact, _ = graph.components(0.95)
         allowed = (sampled[b, :, None] | sampled[b, None, :]).numpy()
@@ -279,17 +286,20 @@ def test_approximate_components_match_reference_on_the_same_sample() -> None:
      CompressionConfig(retention_ratio=0.35), CompressionConfig(tau=0.8, epsilon=0.3, seed=2)],
     ids=["tau0.9", "tau0.6", "r0.1", "r0.35", "approx"],
 )
-def test_tiled_temporal_step_equals_dense(monkeypatch: pytest.MonkeyPatch, config: CompressionConfig) -> None:
-    """Long videos work on row tiles of the temporal similarities (bounded memory); the result must not change."""
+def test_temporal_row_tiles_do_not_change_the_result(
+    monkeypatch: pytest.MonkeyPatch, config: CompressionConfig
+) -> None:
+    """The temporal step reads its similarities in row tiles of the upper triangle (bounded memory, fewer FLOPs);
+    one tile or many, the result must not change."""
     features = clustered_video(8, 36, 16, 6, 0.5, seed=11)
-    dense = compress(features, config)
-    monkeypatch.setattr(scc_module, "DENSE_LIMIT", 16)  # every temporal step here has more tokens than 16
+    whole = compress(features, config)  # one tile: fewer tokens than _UPPER_TILE_ROWS
+    monkeypatch.setattr(graph_module, "_UPPER_TILE_ROWS", 40)
     monkeypatch.setattr(graph_module, "_TILE_ELEMENTS", 16 * 300)  # tiles of a few rows
     tiled = compress(features, config)
     assert tiled.stats.tokens_spatial > 16
-    assert tiled.stats.tokens_out == dense.stats.tokens_out
-    torch.testing.assert_close(tiled.tokens, dense.tokens, atol=1e-5, rtol=0)
-    assert torch.equal(tiled.assignment, dense.assignment)
+    assert tiled.stats.tokens_out == whole.stats.tokens_out
+    torch.testing.assert_close(tiled.tokens, whole.tokens, atol=1e-5, rtol=0)
+    assert torch.equal(tiled.assignment, whole.assignment)
 
 
 def test_zero_vectors_are_singletons() -> None:
@@ -378,20 +388,29 @@ def test_cuda_matches_cpu(config: CompressionConfig) -> None:
     torch.testing.assert_close(gpu.tokens.cpu(), cpu.tokens, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("tiled", [False, True], ids=["dense", "tiled"])
-def test_ratio_cut_equals_scipy_single_linkage(monkeypatch: pytest.MonkeyPatch, tiled: bool) -> None:
+TREES = {"whole": None, "edges": -1.5, "edges-floored": 0.5}  # tree_weights(floor): whole, every edge, edges > 0.5
+
+
+def _cut(graph: TemporalGraph, k: int, tree: str) -> tuple[torch.Tensor, float]:
+    """cut_tree as ratio mode calls it, reading the whole spanning tree, or the forest of an edge list (a floor
+    above the cut level makes cut_tree fall back to the whole tree)."""
+    labels, _, tau = scc_module.cut_tree(graph, graph.tree_weights(TREES[tree]), k)
+    return labels, tau
+
+
+@pytest.mark.parametrize("tree", list(TREES))
+def test_ratio_cut_equals_scipy_single_linkage(monkeypatch: pytest.MonkeyPatch, tree: str) -> None:
     """The temporal cut at exactly k is single-linkage clustering (distance 1 - cos) cut into k clusters."""
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import squareform
 
-    if tiled:
-        monkeypatch.setattr(scc_module, "DENSE_LIMIT", 8)
+    monkeypatch.setattr(graph_module, "_TILE_ELEMENTS", 8 * 90)  # several row tiles per pass
     g = torch.Generator().manual_seed(4)
     for trial in range(12):
         tokens = torch.randn(int(torch.randint(12, 90, (1,), generator=g)), 6, generator=g)
-        graph = TemporalGraph(tokens, keep_table=True)
+        graph = TemporalGraph(tokens)
         k = int(torch.randint(1, tokens.shape[0] + 1, (1,), generator=g))
-        labels, _, _ = scc_module.cut_tree(graph, graph.tree_weights(), k)
+        labels, _ = _cut(graph, k, tree)
         distance = 1.0 - cosine_similarity(tokens[None].double())[0].numpy()
         np.fill_diagonal(distance, 0.0)
         ref = fcluster(linkage(squareform(distance, checks=False), "single"), k, "maxclust")
@@ -433,20 +452,15 @@ def assert_single_linkage_cut(sim: np.ndarray, labels: np.ndarray, k: int) -> No
         assert connected_components(inside, directed=False)[0] == 1, "a cluster is joined by a weaker edge"
 
 
-def _graph_on_table(table: torch.Tensor, tiled: bool) -> TemporalGraph:
+def _graph_on_table(table: torch.Tensor) -> TemporalGraph:
     """A temporal graph whose similarities are the given table (exact ties, which no float vectors give)."""
-    graph = TemporalGraph(torch.randn(table.shape[0], 3), keep_table=True)
-    if tiled:
-        graph.table = None
-        graph.rows = lambda start, stop: table[start:stop]
-        graph.upper_rows = lambda start, stop: table[start:stop, start:]
-    else:
-        graph.table = table[None].clone()
+    graph = TemporalGraph(torch.randn(table.shape[0], 3))
+    graph.upper_rows = lambda start, stop: table[start:stop, start:]
     return graph
 
 
-@pytest.mark.parametrize("tiled", [False, True], ids=["dense", "tiled"])
-def test_ratio_cut_with_tied_weights_is_single_linkage(tiled: bool) -> None:
+@pytest.mark.parametrize("tree", list(TREES))
+def test_ratio_cut_with_tied_weights_is_single_linkage(tree: str) -> None:
     """A path of 0.9 ties (2-3-4-1-5-0) and a 0.3 pair (6-7), cut at k = 4: one 0.9 edge must stay out and the
     pair must stay apart. Boruvka's first round picks only 3 of the 5 tied edges plus the 0.3 one, so a budget
     taken from that round's edges, not from the tied ones, would join the pair."""
@@ -456,34 +470,78 @@ def test_ratio_cut_with_tied_weights_is_single_linkage(tiled: bool) -> None:
     for a, b in zip(path, path[1:], strict=False):
         table[a, b] = table[b, a] = 0.9
     table[6, 7] = table[7, 6] = 0.3
-    graph = _graph_on_table(table, tiled)
-    labels, _, tau = scc_module.cut_tree(graph, graph.tree_weights(), 4)
+    labels, tau = _cut(_graph_on_table(table), 4, tree)
     assert tau == pytest.approx(0.9)
     assert_single_linkage_cut(table.numpy(), labels.numpy(), 4)
     assert labels[6] != labels[7]
 
 
-@pytest.mark.parametrize("tiled", [False, True], ids=["dense", "tiled"])
-def test_ratio_cut_with_duplicated_tokens_is_single_linkage(tiled: bool) -> None:
+@pytest.mark.parametrize("tree", list(TREES))
+def test_ratio_cut_with_duplicated_tokens_is_single_linkage(tree: str) -> None:
     g = torch.Generator().manual_seed(6)
     for _ in range(10):
         M = int(torch.randint(8, 60, (1,), generator=g))
         base = torch.randn(max(2, M // 3), 4, generator=g)
         tokens = base[torch.randint(0, base.shape[0], (M,), generator=g)]  # many exactly equal similarities
         table = cosine_similarity(tokens[None])[0]
-        graph = _graph_on_table(table, tiled)
         k = int(torch.randint(1, M + 1, (1,), generator=g))
-        labels, _, _ = scc_module.cut_tree(graph, graph.tree_weights(), k)
+        labels, _ = _cut(_graph_on_table(table), k, tree)
         assert_single_linkage_cut(table.numpy(), labels.numpy(), k)
 
 
-def test_boruvka_tables_are_symmetric_bit_for_bit() -> None:
-    """Boruvka reads an edge from either side, edge lists from the upper triangle; a plain matmul of these 10
-    tokens is not symmetric in the last bit on AVX2 CPUs (the case below), the table Boruvka reads must be."""
+def test_frame_tables_are_symmetric_bit_for_bit() -> None:
+    """Per-frame Boruvka reads an edge from either side of its table; a plain matmul of these 10 tokens is not
+    symmetric in the last bit on AVX2 CPUs (the case below), the table Boruvka reads must be."""
     x = unit(torch.randn(4, 10, 64, generator=torch.Generator().manual_seed(0)))
     sim = graph_module.symmetric_similarity(x)
     assert torch.equal(sim, sim.transpose(-1, -2))
-    torch.testing.assert_close(sim, similarity(x), rtol=0, atol=1e-6)
+    torch.testing.assert_close(sim, x @ x.transpose(-1, -2), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("tree", list(TREES))
+def test_temporal_graph_reads_only_the_upper_triangle(tree: str) -> None:
+    """Every temporal pass (edge lists, the whole tree) reads a pair from the upper triangle only: a table whose
+    lower triangle is garbage cuts exactly as its symmetric upper triangle does."""
+    g = torch.Generator().manual_seed(8)
+    for _ in range(8):
+        M = int(torch.randint(8, 50, (1,), generator=g))
+        table = cosine_similarity(torch.randn(M, 5, generator=g)[None])[0]
+        symmetric = torch.triu(table) + torch.triu(table, 1).T
+        garbage = torch.where(torch.ones(M, M, dtype=torch.bool).tril(-1), torch.rand(M, M, generator=g), table)
+        k = int(torch.randint(1, M + 1, (1,), generator=g))
+        expected, _ = _cut(_graph_on_table(symmetric), k, tree)
+        labels, _ = _cut(_graph_on_table(garbage), k, tree)
+        assert torch.equal(labels, expected)
+
+
+def test_frame_components_equal_scipy() -> None:
+    """Components read straight off a batch of dense adjacency matrices, labelled by their smallest node id."""
+    g = torch.Generator().manual_seed(2)
+    for trial in range(20):
+        B, M = int(torch.randint(1, 5, (1,), generator=g)), int(torch.randint(1, 60, (1,), generator=g))
+        x = torch.randn(B, M, 3, generator=g)
+        if trial % 2:  # long chains: neighbours along a line only
+            x = torch.cumsum(torch.randn(B, M, 3, generator=g) * 0.05, dim=1) + torch.randn(B, 1, 3, generator=g)
+        adjacency = graph_module.symmetric_similarity(unit(x)) > 0.9
+        labels, count = graph_module.frame_components(adjacency)
+        block = torch.block_diag(*adjacency).numpy()  # (B*M, B*M), no edges between the graphs
+        ref_count, ref = connected_components(block, directed=False)
+        ours = labels.numpy()
+        assert count == ref_count
+        assert ((ref[:, None] == ref[None, :]) == (ours[:, None] == ours[None, :])).all()
+        assert (ours == _ids_by_smallest_member(ref)).all()
+
+
+def test_device_side_threshold_equals_the_host_one() -> None:
+    """The ratio search computes its next spatial threshold on the device (no read); it must be the one
+    _tau_keeping reads on the host, at every count, including the ends."""
+    features = clustered_video(4, 16, 8, 3, 0.5, seed=3)
+    weights = scc_module._tree_weights(graph_module.symmetric_similarity(unit(features)))
+    N = 64
+    for count in range(1, N + 1):
+        host = scc_module._tau_keeping(weights, N, count)
+        device = float(scc_module._threshold_keeping(weights, N, torch.tensor(float(count))))
+        assert device == host, count
 
 
 def test_ratio_mode_on_a_table_whose_matmul_is_asymmetric() -> None:

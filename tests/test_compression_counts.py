@@ -15,14 +15,13 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 from synthetic import region_video  # noqa: E402
 
 # (config, frames) -> (max round trips, max ops). Tau mode meets the targets (<= 10, <= 200) at 32
-# frames; a longer video keeps the round trips (one read per pass, not per tile) but adds ~15 ops per extra
-# similarity tile (96 frames here: 2 tiles, 257 ops). Ratio mode runs a search (up to 3 temporal spanning
-# trees, ~19 Boruvka rounds at one read each) and stays above its targets (<= 30, <= 600): these bounds guard
-# what it reaches today (37 / ~1,180 here; 34 / ~1,060 at D = 896, where it was 290 / 1,862). At 96 frames its
-# temporal step has more tokens than it keeps a table for and reads an edge list instead.
+# frames (4 / 197 here); a longer video keeps the round trips (one read per pass, not per tile) and adds ~10 ops
+# per extra similarity tile (96 frames: 225 ops). Ratio mode meets the round-trip target (<= 30: 25 here, 30 at
+# D = 896) but not the ops one (<= 600: ~1,200 here, ~1,450 at D = 896): its search reads up to three temporal
+# spanning trees by Boruvka, ~50 ops per round. The bounds guard what it reaches today.
 BUDGETS = {
-    ("tau0.9", 32): (10, 200), ("tau0.9", 96): (10, 270),
-    ("r0.1", 32): (40, 1200), ("r0.1", 96): (45, 1600),
+    ("tau0.9", 32): (10, 200), ("tau0.9", 96): (10, 240),
+    ("r0.1", 32): (30, 1300), ("r0.1", 96): (30, 1400),
 }
 CONFIGS = {"tau0.9": CompressionConfig(tau=0.9), "r0.1": CompressionConfig(retention_ratio=0.1)}
 
@@ -51,5 +50,6 @@ def test_counter_sees_each_kind_of_round_trip() -> None:
         torch.equal(x, x)
         x[x > 2]
         torch.bincount(x.long())
+        x.to("cpu", copy=True).tolist()  # a copy to the host: what a GPU tensor's .tolist() pays
         x + 1  # not a round trip
-    assert mode.counts.syncs == 6 and mode.counts.ops == 11, mode.counts
+    assert mode.counts.syncs == 7 and mode.counts.ops == 12, mode.counts

@@ -114,13 +114,13 @@ def test_tf32_is_off_inside_compress_and_restored(monkeypatch: pytest.MonkeyPatc
 
     features = video(4, 25, 32, seed=2)
     seen = []
-    similarity = scc_module.similarity
+    similarity = scc_module.symmetric_similarity
 
     def spy(x_unit: torch.Tensor) -> torch.Tensor:
         seen.append(tf32_on.fp32_precision)
         return similarity(x_unit)
 
-    monkeypatch.setattr(scc_module, "similarity", spy)
+    monkeypatch.setattr(scc_module, "symmetric_similarity", spy)
     with_tf32 = compress(features, CompressionConfig(tau=0.9))
     assert seen and set(seen) == {"ieee"}
     assert tf32_on.allow_tf32 and tf32_on.fp32_precision == "tf32"  # the caller's setting, readable both ways

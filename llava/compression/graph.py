@@ -2,20 +2,20 @@
 maximum spanning forests for the single-linkage cut.
 
 Written for accelerators: every loop runs a fixed number of whole-tensor steps between host reads, and each
-host read (a round trip that stalls the launch queue) fetches one integer that answers everything the next
-step needs. Connected components of {(i, j): cos(i, j) > tau} come from the edge list of one pass; the
-single-linkage tree (ratio mode) from Boruvka on a dense table contracted after every round, one host read per
-round, or for long videos on an edge list (tiled.py). Rows of a similarity table are produced in tiles, so
-memory stays O(tile x M) however long the video.
+host read (a round trip that stalls the launch queue) fetches what the next step needs in one go. Per-frame
+graphs are small dense tables: their components come straight off the thresholded table, their single-linkage
+tree from Boruvka on the table, contracted after every round (one host read per round). The temporal graph is
+read as row tiles of its similarity table's upper triangle, so memory stays O(tile x M) however long the video:
+one pass gives the edge list {sim > floor}, whose components are SCC at any threshold above the floor and
+whose Boruvka forest (tiled.py) is the single-linkage tree above it.
 
 Connected components of the thresholded graph are exactly the components of a maximum spanning forest
 restricted to edges > tau (cycle property), so the single-linkage cut at a threshold IS SCC at that tau.
 
 Every pair's similarity is read from one place, so a threshold read off the spanning tree cuts exactly where it
 should (a matmul does not promise sim[i, j] == sim[j, i] bit for bit: blocked kernels sum in different orders,
-and on AVX2 CPUs and GPUs the two sides can differ in the last bit). Temporal tables and edge passes hold the
-upper triangle only (j >= i; -inf below), which also halves their matmul; small per-frame tables are made
-symmetric instead.
+and on AVX2 CPUs and GPUs the two sides can differ in the last bit). Temporal passes read the upper triangle
+only (j >= i), which also skips most of the lower half's matmul; per-frame tables are made symmetric.
 """
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ NONE = float("-inf")  # "no edge" in a similarity table
 _ROUNDS_PER_CHECK = 4  # label-propagation rounds between host reads (the graphs here converge in 2-4)
 _JUMPS_PER_CHECK = 3  # Boruvka pointer jumps between host reads (its merge forests are shallow)
 _TILE_ELEMENTS = 1 << 25  # similarity entries per row tile (128 MB in float32)
-_UPPER_BLOCK = 1024  # rows per block of an upper-triangle table, at least ...
-_UPPER_BLOCKS = 8  # ... and at most this many blocks (more blocks: fewer FLOPs, more launches)
+_UPPER_TILE_ROWS = 2048  # an upper-triangle pass splits its rows into tiles of at most this many ...
+_UPPER_TILES = 4  # ... and at most this many tiles (n tiles: (n + 1) / 2n of X @ X.T's FLOPs, ~10 launches each)
 _EDGE_SHARE = 16  # edge buffers hold up to 1/16 of a tile's entries (floored ratio-mode graphs reach ~2%)
 
 Rows = Callable[[int, int], Tensor]  # (start, stop) -> similarity rows [stop - start, M] (or their upper part)
@@ -42,36 +42,27 @@ def unit(x: Tensor) -> Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
 
 
-def similarity(x_unit: Tensor) -> Tensor:
-    """[B, M, D] unit vectors -> [B, M, M] cosine similarity (their dtype) clamped to [-1, 1]."""
-    return (x_unit @ x_unit.transpose(-1, -2)).clamp_(-1.0, 1.0)
-
-
 def symmetric_similarity(x_unit: Tensor) -> Tensor:
-    """`similarity`, symmetric bit for bit (see the module docstring): both sides averaged (a + b == b + a),
-    which moves values by at most one ulp. For the small per-frame tables."""
+    """[B, M, D] unit vectors -> [B, M, M] cosine similarity (their dtype) clamped to [-1, 1], symmetric bit for
+    bit (see the module docstring): both sides averaged (a + b == b + a), which moves values by at most one ulp.
+    For the small per-frame tables."""
     sim = x_unit @ x_unit.transpose(-1, -2)  # (B, M, M)
     return (sim + sim.transpose(-1, -2)).mul_(0.5).clamp_(-1.0, 1.0)
-
-
-def upper_similarity(x_unit: Tensor) -> Tensor:
-    """[M, D] unit vectors -> [M, M] cosine similarities on and above the diagonal, -inf below: each pair is
-    computed once, in row blocks of the upper triangle (about half the FLOPs of X @ X.T)."""
-    M = x_unit.shape[0]
-    table = x_unit.new_full((M, M), NONE)
-    step = max(_UPPER_BLOCK, -(-M // _UPPER_BLOCKS))
-    below = torch.ones(step, step, dtype=torch.bool, device=x_unit.device).tril_(-1)  # (step, step)
-    for start in range(0, M, step):
-        t = min(M, start + step) - start
-        block = (x_unit[start:start + t] @ x_unit[start:].T).clamp_(-1.0, 1.0)  # (t, M - start)
-        block[:, :t].masked_fill_(below[:t, :t], NONE)
-        table[start:start + t, start:] = block
-    return table
 
 
 def tile_rows(num_columns: int) -> int:
     """Rows per similarity tile so that a tile holds about _TILE_ELEMENTS entries."""
     return max(1, _TILE_ELEMENTS // max(1, num_columns))
+
+
+def upper_tiles(size: int) -> list[tuple[int, int]]:
+    """(start, stop) row tiles of a pass over the upper triangle of a [size, size] table. Splitting saves FLOPs
+    (the part below the diagonal is skipped) and costs launches, so small tables stay whole and large ones take
+    up to _UPPER_TILES tiles, more only to keep a tile within _TILE_ELEMENTS entries. Every pass over one graph
+    uses these tiles, so each pair's similarity comes out of the same matmul, with the same bits, every time."""
+    tiles = min(_UPPER_TILES, -(-size // _UPPER_TILE_ROWS))
+    step = min(tile_rows(size), -(-size // tiles))
+    return [(start, min(size, start + step)) for start in range(0, size, step)]
 
 
 def read_int(value: Tensor) -> int:
@@ -89,64 +80,55 @@ def read_floats(values: Tensor) -> list[float]:
 def components(num_nodes: int, u: Tensor, v: Tensor) -> tuple[Tensor, int]:
     """Connected components of the edge list (u, v) (one direction per edge suffices; self loops are no-ops).
 
-    Returns labels [num_nodes] = the smallest node id of each component, and the number of components.
-    Min-label hooking with pointer jumping: every round, each edge lowers the label of the larger label's node
-    to the smaller label (scatter amin), then labels jump twice to their labels' labels (two jumps keep the temporal
-    graphs' frame-to-frame chains within one check). Labels only decrease and stay inside their component; a
-    round that changes nothing leaves every edge's ends with one label, the smallest member's id. O(log n)
-    rounds on the graphs here, checked every _ROUNDS_PER_CHECK rounds.
+    Returns component ids [num_nodes] in 0 .. count-1, numbered in the order of their smallest members, and
+    the count. Min-label hooking: every round, each edge lowers the label of the larger label's node to the
+    smaller label (scatter amin), then labels jump twice to their labels' labels (two jumps keep the temporal
+    graphs' frame-to-frame chains within one check).
     """
-    nodes = torch.arange(num_nodes, device=u.device)
-    labels = nodes
     if u.numel() == 0:
-        return labels, num_nodes
-    while True:
-        for _ in range(_ROUNDS_PER_CHECK):
-            previous = labels
-            lu, lv = labels[u], labels[v]  # (E,) each
-            low = torch.minimum(lu, lv)
-            labels = labels.scatter_reduce(0, lu, low, "amin").scatter_reduce_(0, lv, low, "amin")
-            labels = labels[labels]  # pointer jumps
-            labels = labels[labels]
-        changed = (labels != previous).any()
-        count = (labels == nodes).sum()
-        answer = read_int(count * 2 + changed)  # both facts in one round trip
-        if answer % 2 == 0:
-            return labels, answer // 2
+        return torch.arange(num_nodes, device=u.device), num_nodes
+
+    def hook(labels: Tensor) -> Tensor:
+        lu, lv = labels[u], labels[v]  # (E,) each
+        low = torch.minimum(lu, lv)
+        return labels.scatter_reduce(0, lu, low, "amin").scatter_reduce_(0, lv, low, "amin")
+
+    return _propagate(hook, torch.arange(num_nodes, device=u.device))
 
 
 def frame_components(adjacency: Tensor) -> tuple[Tensor, int]:
     """Connected components of every graph in a batch of small dense adjacency matrices [B, M, M] (symmetric bool),
-    as one graph of B*M nodes with no edges between the graphs.
+    as one graph of B*M nodes with no edges between the graphs; ids and count as `components` gives them.
 
-    Returns labels [B*M] = the smallest node id of each component, and the number of components. Min-label
-    propagation read straight off the matrices (no edge list: no data-dependent shapes, no host read to build
-    one): every round each node takes the smallest label among itself and its neighbours, its root takes the
-    smallest of those among its members, then labels jump twice to their labels' labels; the same convergence
-    argument and checks as `components`.
+    Read straight off the matrices (no edge list: no data-dependent shapes, no host read to build one): every
+    round each node takes the smallest label among itself and its neighbours, its root takes the smallest of
+    those among its members, then labels jump twice.
     """
     B, M, _ = adjacency.shape
-    nodes = torch.arange(B * M, device=adjacency.device)
-    labels, none = nodes, B * M  # `none` is larger than every label
+    none = B * M  # larger than every label
+
+    def pull(labels: Tensor) -> Tensor:
+        low = torch.minimum(labels, torch.where(adjacency, labels.view(B, 1, M), none).amin(dim=-1).view(B * M))
+        return low.scatter_reduce(0, labels, low, "amin")  # hook: each root takes its members' smallest
+
+    return _propagate(pull, torch.arange(B * M, device=adjacency.device))
+
+
+def _propagate(round_: Callable[[Tensor], Tensor], nodes: Tensor) -> tuple[Tensor, int]:
+    """Min-label propagation: `round_` lowers labels (each stays an id inside its node's component), pointer
+    jumps follow it, and every _ROUNDS_PER_CHECK rounds one host read asks whether the last round changed
+    anything. A round that changes nothing leaves both ends of every edge with one label, the smallest member's
+    id (labels only decrease and never leave their component); those labels are then numbered 0 .. count-1."""
+    labels = nodes
     while True:
         for _ in range(_ROUNDS_PER_CHECK):
-            previous = labels
-            pulled = torch.where(adjacency, labels.view(B, 1, M), none).amin(dim=-1).view(B * M)  # (B*M,)
-            low = torch.minimum(labels, pulled)
-            labels = low.scatter_reduce(0, labels, low, "amin")  # hook: each root takes its members' smallest
+            previous, labels = labels, round_(labels)
             labels = labels[labels]  # pointer jumps
             labels = labels[labels]
-        changed = (labels != previous).any()
-        count = (labels == nodes).sum()
-        answer = read_int(count * 2 + changed)  # both facts in one round trip
+        roots = labels == nodes  # (n,) each component's smallest member
+        answer = read_int(roots.sum() * 2 + (labels != previous).any())  # both facts in one round trip
         if answer % 2 == 0:
-            return labels, answer // 2
-
-
-def dense_ids(labels: Tensor) -> Tensor:
-    """Labels that are each component's smallest node id -> ids 0 .. count-1 in that order."""
-    roots = labels == torch.arange(labels.shape[0], device=labels.device)
-    return (roots.cumsum(0) - 1)[labels]
+            return (roots.cumsum(0) - 1)[labels], answer // 2
 
 
 def weighted_edges(upper_rows: Rows, size: int, floor: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -155,13 +137,12 @@ def weighted_edges(upper_rows: Rows, size: int, floor: float) -> tuple[Tensor, T
 
     Each tile's edges go into a fixed-size buffer (nonzero_static: no host read) of 1/_EDGE_SHARE of its
     entries; one host read for the whole pass gives the edge count and whether a buffer overflowed. The edges
-    are then packed to the front in their order (a prefix sum over the found slots gives each its place: linear,
-    where a sort over the buffers cost more than the similarity pass on long videos) and the padding cut off.
+    are then gathered in their order (the found slots' positions from one more nonzero_static: linear, where a
+    sort over the buffers cost more than the similarity pass on long videos).
     Graphs denser than that (rare at useful taus) are read again exactly, one read per tile."""
-    step = tile_rows(size)
     pairs, weights, counts, capacities, diagonal = [], [], [], [], []
-    for start in range(0, size, step):
-        sim = upper_rows(start, min(size, start + step))  # (t, M - start): column c is node start + c
+    for start, stop in upper_tiles(size):
+        sim = upper_rows(start, stop)  # (t, M - start): column c is node start + c
         diagonal.append(sim.diagonal())
         upper = torch.triu(sim > floor, diagonal=1)  # (t, M - start)
         capacities.append(max(1, upper.numel() // _EDGE_SHARE))
@@ -172,15 +153,12 @@ def weighted_edges(upper_rows: Rows, size: int, floor: float) -> tuple[Tensor, T
     answer = read_int(counts.sum() * 2 + overflow)
     if answer % 2:
         pairs, weights = [], []
-        for start in range(0, size, step):
-            sim = upper_rows(start, min(size, start + step))
+        for start, stop in upper_tiles(size):
+            sim = upper_rows(start, stop)
             _tile_edges(sim, torch.triu(sim > floor, diagonal=1).nonzero(), start, pairs, weights)
     pairs, weights = torch.cat(pairs), torch.cat(weights)  # (slots, 2), (slots,)
-    found = weights > NONE  # padding holds -inf
-    place = torch.where(found, found.cumsum(0) - 1, found.numel())  # padding goes to one spare slot at the end
-    pairs = pairs.new_empty(found.numel() + 1, 2).index_copy_(0, place, pairs)[: answer // 2]
-    weights = weights.new_empty(found.numel() + 1).index_copy_(0, place, weights)[: answer // 2]
-    return pairs[:, 0], pairs[:, 1], weights, torch.cat(diagonal)
+    found = torch.nonzero_static(weights > NONE, size=weights.numel())[: answer // 2, 0]  # padding holds -inf
+    return pairs[found, 0], pairs[found, 1], weights[found], torch.cat(diagonal)
 
 
 def _tile_edges(sim: Tensor, edges: Tensor, start: int, pairs: list[Tensor], weights: list[Tensor]) -> None:
@@ -197,15 +175,14 @@ def degrees(u: Tensor, v: Tensor, w: Tensor, diagonal: Tensor, tau: float) -> Te
 
 
 # ----------------------------------------------------------------------------------------- Boruvka
-def boruvka(table: Tensor, max_merges: int | None = None, upper: bool = False) -> tuple[Tensor, Tensor, int]:
-    """Maximum spanning forest of each graph in `table` [B, M, M] (similarities; -inf = no edge), symmetric or,
-    with `upper`, held on and above the diagonal only.
+def boruvka(table: Tensor, max_merges: int | None = None) -> tuple[Tensor, Tensor, int]:
+    """Maximum spanning forest of each graph in `table` [B, M, M] (symmetric similarities; -inf = no edge).
 
     Returns labels [B, M] (dense per graph, 0 .. count-1), the forest's edge weights [B * M * rounds], -inf
     where a slot took no edge (sort descending to read them strongest first), and the largest count. Each
     round every component takes its strongest outgoing edge (ties to the lowest target, which keeps every round
     cycle-free), the components merge along those edges, and the table is contracted to the strongest edge
-    between each pair of new components (symmetric from then on), so the work shrinks geometrically. With
+    between each pair of new components, so the work shrinks geometrically. With
     `max_merges` (B == 1), at most that many edges are taken, strongest first (ties to the lower slot): any
     subset of a round's edges is a forest, so each taken edge removes exactly one component. The table's
     diagonal is overwritten.
@@ -215,7 +192,7 @@ def boruvka(table: Tensor, max_merges: int | None = None, upper: bool = False) -
     comp = torch.arange(M, device=table.device).expand(B, M)  # (B, M) node -> component slot
     taken_weights, budget, count = [], max_merges, M
     while budget is None or budget > 0:
-        weight, target = _strongest(table, upper)  # (B, C) each
+        weight, target = table.max(dim=-1)  # (B, C) strongest edge leaving each component, ties -> lowest slot
         take = forest_edges(weight, target, budget)  # (B, C)
         slot, count, merges = merge_slots(take, target)
         if merges == 0:
@@ -224,21 +201,10 @@ def boruvka(table: Tensor, max_merges: int | None = None, upper: bool = False) -
         comp = slot.gather(1, comp)
         if count == 1:  # every graph is one component: nothing left to take
             break
-        table = contract(table, slot, count, upper)
-        upper, budget = False, None if budget is None else budget - merges
+        table = contract(table, slot, count)
+        budget = None if budget is None else budget - merges
     weights = torch.cat(taken_weights) if taken_weights else table.new_full((1,), NONE)
     return comp, weights, count
-
-
-def _strongest(table: Tensor, upper: bool) -> tuple[Tensor, Tensor]:
-    """The strongest edge leaving each slot [B, C] and its target (ties to the lowest). An upper table holds a
-    slot's edges to lower slots in its column and to higher ones in its row; the column wins ties (lower ids)."""
-    weight, target = table.max(dim=-1)  # (B, C) max returns the first maximal index
-    if not upper:
-        return weight, target
-    column_weight, column_target = table.max(dim=-2)  # (B, C)
-    from_column = column_weight >= weight
-    return torch.where(from_column, column_weight, weight), torch.where(from_column, column_target, target)
 
 
 def forest_edges(weight: Tensor, target: Tensor, budget: int | None) -> Tensor:
@@ -275,13 +241,12 @@ def merge_slots(take: Tensor, target: Tensor) -> tuple[Tensor, int, int]:
     return rank.gather(1, parent), answer // (B * C + 1), answer % (B * C + 1)
 
 
-def contract(table: Tensor, slot: Tensor, new_c: int, upper: bool = False) -> Tensor:
-    """[B, C, C] similarities (symmetric, or on and above the diagonal with `upper`) -> [B, C', C'] symmetric
-    strongest edge between each pair of groups; slot [B, C] gives each row's group in [0, C').
+def contract(table: Tensor, slot: Tensor, new_c: int) -> Tensor:
+    """[B, C, C] symmetric similarities -> [B, C', C'] strongest edge between each pair of groups; slot [B, C]
+    gives each row's group in [0, C').
 
     Two grouped row-maxima (index_reduce_, ~10x faster than scatter_reduce_ here): rows, then the rows of the
-    transpose, the columns. An upper table's pairs sit on one side only, so the result is made symmetric by
-    taking the larger of each pair of sides.
+    transpose, which by symmetry are the columns.
     """
     B, C, _ = table.shape
     group = (slot + torch.arange(B, device=slot.device)[:, None] * new_c).view(B * C)  # (B*C,) global group id
@@ -291,7 +256,5 @@ def contract(table: Tensor, slot: Tensor, new_c: int, upper: bool = False) -> Te
         cols = rows.view(B, new_c, C).transpose(1, 2).reshape(B * C, new_c)  # (B*C, C')
         out = table.new_full((B * new_c, new_c), NONE).index_reduce_(0, group, cols, "amax")
     out = out.view(B, new_c, new_c)
-    if upper:
-        out = torch.maximum(out, out.transpose(1, 2))
     out.diagonal(dim1=1, dim2=2).fill_(NONE)  # edges inside a component are no longer candidates
     return out

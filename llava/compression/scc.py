@@ -28,15 +28,11 @@ from .graph import (
     NONE,
     boruvka,
     components,
-    contract,
     degrees,
-    dense_ids,
     frame_components,
     read_floats,
-    similarity,
     symmetric_similarity,
     unit,
-    upper_similarity,
     weighted_edges,
 )
 from .merge import merge_into_kept, segment_sum
@@ -45,7 +41,6 @@ from .tiled import edge_boruvka, tiled_boruvka
 _SEARCH_PROBES = 3  # temporal passes the ratio mode may spend finding a common threshold
 _GAP_DONE = 0.01  # spatial and temporal thresholds this close count as "the same tau"
 _SEARCH_WINDOW = 0.05  # a probe's temporal tree is only built above tau_spatial - this
-DENSE_LIMIT = 8192  # ratio mode keeps the temporal table up to this many tokens (256 MB); above, it works in tiles
 
 
 @dataclass
@@ -94,7 +89,8 @@ def _touching(sampled: Tensor | None, u: Tensor, v: Tensor) -> tuple[Tensor, Ten
 
 
 def spatial_step(x: Tensor, sim: Tensor, tau: float, sampled: Tensor | None = None) -> Tensor:
-    """x [F, T, D], sim [F, T, T] -> SCC tokens of every frame, concatenated in frame order [M', D].
+    """x [F, T, D], sim [F, T, T] (symmetric: an edge is one value) -> SCC tokens of every frame, concatenated in
+    frame order [M', D].
 
     All frames form one graph of F*T nodes without edges between frames, so one components call serves every
     frame, and the frame-major node index orders the output frame by frame.
@@ -106,37 +102,28 @@ def spatial_step(x: Tensor, sim: Tensor, tau: float, sampled: Tensor | None = No
         chosen = sampled.view(F, T)
         adjacency &= chosen[:, :, None] | chosen[:, None, :]
     labels, count = frame_components(adjacency)
-    return ordered_means(x.view(F * T, D), dense_ids(labels), count, degree)
+    return ordered_means(x.view(F * T, D), labels, count, degree)
 
 
 class TemporalGraph:
-    """The temporal step's graph over the M' spatial tokens, read as row tiles of its similarity table.
+    """The temporal step's graph over the M' spatial tokens, read as row tiles of its similarity table (computed
+    per tile, never held whole: memory O(tile x M') however long the video).
 
-    `keep_table` (ratio mode, which reads the table several times) holds the dense upper-triangle table
-    [1, M', M'] up to DENSE_LIMIT tokens; otherwise rows are recomputed per tile, so memory stays O(tile x M')
-    for long videos. The edge list of the last pass (all edges above some floor) is kept: thresholds above that
-    floor, and the spanning tree above it, are read from it without another pass.
+    Everything the temporal step asks, it asks of an edge list {sim > floor} from one pass over the upper
+    triangle: components and degrees at a threshold, and the spanning forest above the floor (Boruvka on the
+    edges) from which ratio mode reads its thresholds and cut. The last list is kept, so questions at or above
+    its floor cost no second pass. Only a cut below every floor needs the whole tree (one pass per round).
     """
 
-    def __init__(self, tokens: Tensor, keep_table: bool) -> None:
+    def __init__(self, tokens: Tensor) -> None:
         self.size = tokens.shape[0]
         self.x_unit = unit(tokens)  # (M', D)
-        dense = keep_table and self.size <= DENSE_LIMIT
-        self.table = upper_similarity(self.x_unit)[None] if dense else None  # (1, M', M') -inf below the diagonal
         self._edges: tuple[float, tuple[Tensor, Tensor, Tensor, Tensor]] | None = None  # floor, (u, v, w, diag)
 
     def upper_rows(self, start: int, stop: int) -> Tensor:
         """Similarities of rows start .. stop with columns start .. M' [stop - start, M' - start]; entries below
         the diagonal are not read."""
-        if self.table is not None:
-            return self.table[0, start:stop, start:]
         return (self.x_unit[start:stop] @ self.x_unit[start:].T).clamp_(-1.0, 1.0)
-
-    def rows(self, start: int, stop: int) -> Tensor:
-        """Whole similarity rows [stop - start, M'], recomputed (the tiled spanning tree reads every column)."""
-        if start == 0 and stop == self.size:
-            return similarity(self.x_unit[None])[0]
-        return (self.x_unit[start:stop] @ self.x_unit.T).clamp_(-1.0, 1.0)
 
     def edges(self, floor: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Every edge with similarity > floor (u < v, weights) and the diagonal [M']; one pass unless kept."""
@@ -148,16 +135,13 @@ class TemporalGraph:
         """SCC at tau: dense labels [M'], their count, and degrees [M'] (self included, full graph)."""
         u, v, w, diagonal = self.edges(tau)
         labels, count = components(self.size, *_touching(sampled, torch.where(w > tau, u, v), v))
-        return dense_ids(labels), count, degrees(u, v, w, diagonal, tau)
+        return labels, count, degrees(u, v, w, diagonal, tau)
 
     def tree_weights(self, floor: float | None = None) -> Tensor:
         """Single-linkage merge similarities (maximum spanning tree weights), strongest first, -inf padded;
         with `floor`, only those above it (the spanning forest of {sim > floor} holds exactly those)."""
-        if self.table is not None:
-            table = self.table.clone() if floor is None else torch.nn.functional.threshold(self.table, floor, NONE)
-            weights = boruvka(table, upper=True)[1]
-        elif floor is None:
-            weights = tiled_boruvka(self.rows, self.size)[1]
+        if floor is None:
+            weights = tiled_boruvka(self.upper_rows, self.size)[1]
         else:
             u, v, w, _ = self.edges(floor)
             weights = edge_boruvka(u, v, w, self.size)[1]
@@ -166,16 +150,12 @@ class TemporalGraph:
     def merge_tied(self, labels: Tensor, count: int, merges: int, tau: float) -> tuple[Tensor, int]:
         """Merge `merges` more pairs of components (dense labels [M']) along edges of similarity exactly tau,
         the weakest level the single-linkage cut keeps (ties to the lower component). Returns labels, count."""
-        if self.table is None:
-            below = float(torch.nextafter(torch.tensor(tau, dtype=self.x_unit.dtype),
-                                          torch.tensor(NONE, dtype=self.x_unit.dtype)))
-            u, v, w, _ = self.edges(below)  # every edge >= tau
-            tied = torch.where(w >= tau, w, NONE)
-            groups, _, new_count = edge_boruvka(u, v, tied, self.size, start=labels, count=count, max_merges=merges)
-            return groups, new_count
-        tied = self.table.masked_fill(self.table < tau, NONE)  # (1, M', M') only edges >= tau
-        groups, _, new_count = boruvka(contract(tied, labels[None], count, upper=True), max_merges=merges)  # (1, C)
-        return groups[0][labels], new_count
+        below = float(torch.nextafter(torch.tensor(tau, dtype=self.x_unit.dtype),
+                                      torch.tensor(NONE, dtype=self.x_unit.dtype)))
+        u, v, w, _ = self.edges(below)  # every edge >= tau
+        tied = torch.where(w >= tau, w, NONE)
+        groups, _, new_count = edge_boruvka(u, v, tied, self.size, start=labels, count=count, max_merges=merges)
+        return groups, new_count
 
 
 def scc_tau(x: Tensor, tau: float, epsilon: float | None, seed: int) -> SCCOutput:
@@ -185,8 +165,8 @@ def scc_tau(x: Tensor, tau: float, epsilon: float | None, seed: int) -> SCCOutpu
     generator = torch.Generator().manual_seed(seed)
     x_unit = unit(x)  # (F, T, D)
     sampled = sampled_nodes(F, T, epsilon, generator, x.device) if epsilon else None  # (F*T,)
-    spatial = spatial_step(x, similarity(x_unit), tau, sampled)  # (M', D)
-    graph = TemporalGraph(spatial, keep_table=False)
+    spatial = spatial_step(x, symmetric_similarity(x_unit), tau, sampled)  # (M', D)
+    graph = TemporalGraph(spatial)
     sampled_t = sampled_nodes(1, graph.size, epsilon, generator, x.device) if epsilon else None
     labels, count, degree = graph.components(tau, sampled_t)
     kept = ordered_means(spatial, labels, count, degree)  # (K, D)
@@ -251,7 +231,7 @@ def scc_ratio(x: Tensor, k: int) -> SCCOutput:
     best = None
     for _ in range(_SEARCH_PROBES):
         spatial = spatial_step(x, sim, tau_s)  # (M', D), M' >= k
-        graph = TemporalGraph(spatial, keep_table=True)
+        graph = TemporalGraph(spatial)
         floor = tau_s - _SEARCH_WINDOW
         weights_t = graph.tree_weights(floor)
         tau_t, count_t, next_up, next_down = _probe_result(spatial_weights, N, weights_t, k, graph.size, floor,

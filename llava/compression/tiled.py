@@ -1,4 +1,4 @@
-"""Boruvka for a temporal graph too large to hold as a table (long videos, ratio mode).
+"""Boruvka for the temporal graph, which is never held as a table (ratio mode).
 
 Two sources of each round's strongest edges, same choices as the dense `graph.boruvka` (strongest edge per
 component, ties to the lowest target component), so the same forest:
@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .graph import NONE, Rows, forest_edges, merge_slots, tile_rows
+from .graph import NONE, Rows, forest_edges, merge_slots, upper_tiles
 
 Outgoing = Callable[[Tensor, int], tuple[Tensor, Tensor]]  # (comp [M], C) -> strongest weight, target [C]
 
@@ -41,20 +41,19 @@ def edge_boruvka(
     return _rounds(outgoing, size, w.device, start, count, max_merges)
 
 
-def tiled_boruvka(
-    rows: Rows, size: int, start: Tensor | None = None, count: int | None = None, max_merges: int | None = None,
-) -> tuple[Tensor, Tensor, int]:
-    """Maximum spanning tree of the whole graph whose similarity rows `rows` gives: one pass per round."""
+def tiled_boruvka(upper_rows: Rows, size: int) -> tuple[Tensor, Tensor, int]:
+    """Maximum spanning tree of the whole graph whose similarity table's upper triangle `upper_rows` gives, in the
+    row tiles of `graph.upper_tiles` (so every pair has the bits the edge lists read): one pass per round."""
 
     def outgoing(comp: Tensor, C: int) -> tuple[Tensor, Tensor]:
-        node_w, node_t = _best_outgoing(rows, size, comp, C)  # (M,) each
+        node_w, node_t = _best_outgoing(upper_rows, size, comp, C)  # (M,) each
         best = node_w.new_full((C,), NONE).scatter_reduce_(0, comp, node_w, "amax")  # (C,)
         holds_best = (node_w == best[comp]) & (node_w > NONE)  # (M,) members holding their component's best
         target = torch.full((C,), C, device=comp.device).scatter_reduce_(
             0, comp, torch.where(holds_best, node_t, C), "amin")  # (C,) lowest target among those
         return best, target
 
-    return _rounds(outgoing, size, rows(0, 1).device, start, count, max_merges)
+    return _rounds(outgoing, size, upper_rows(0, 1).device, None, None, None)
 
 
 def _rounds(
@@ -79,17 +78,29 @@ def _rounds(
     return comp, weights, C
 
 
-def _best_outgoing(rows: Rows, size: int, comp: Tensor, C: int) -> tuple[Tensor, Tensor]:
+def _best_outgoing(upper_rows: Rows, size: int, comp: Tensor, C: int) -> tuple[Tensor, Tensor]:
     """Per node: the strongest similarity to another component and that component (ties -> lowest id); -inf
-    and C where there is none."""
-    weights, targets = [], []
-    step = tile_rows(size)
-    for start in range(0, size, step):
-        stop = min(size, start + step)
-        sim = rows(start, stop).clone()  # (t, M) a copy: rows may be a view of a kept table
-        sim.masked_fill_(comp[start:stop, None] == comp[None, :], NONE)  # inside the component: no edge
-        w = sim.amax(dim=-1)  # (t,)
-        ties = torch.where(sim == w[:, None], comp[None, :], C).amin(dim=-1)  # (t,)
-        weights.append(w)
-        targets.append(torch.where(w > NONE, ties, C))
-    return torch.cat(weights), torch.cat(targets)
+    and C where there is none. A tile of rows start .. stop holds each of its pairs (i < j) once and offers it
+    to both ends: j to row i (a row maximum), i to column j (a column maximum)."""
+    weight = torch.full((size,), NONE, device=comp.device)
+    target = torch.full((size,), C, device=comp.device)
+    for start, stop in upper_tiles(size):
+        sim = upper_rows(start, stop).clone()  # (t, M - start) a copy: rows may be a view of a kept table
+        rows, cols = comp[start:stop], comp[start:]
+        t = stop - start
+        sim.masked_fill_(rows[:, None] == cols[None, :], NONE)  # inside a component: no edge
+        sim[:, :t].masked_fill_(torch.ones(t, t, dtype=torch.bool, device=sim.device).tril_(), NONE)  # j <= i
+        row_w = sim.amax(dim=1)  # (t,) for nodes start .. stop, partners j > i
+        row_t = torch.where(sim == row_w[:, None], cols[None, :], C).amin(dim=1)
+        col_w = sim.amax(dim=0)  # (M - start,) for nodes start .. M, partners i < j in this tile
+        col_t = torch.where(sim == col_w[None, :], rows[:, None], C).amin(dim=0)
+        _keep_best(weight[start:stop], target[start:stop], row_w, row_t)
+        _keep_best(weight[start:], target[start:], col_w, col_t)
+    return weight, torch.where(weight > NONE, target, C)
+
+
+def _keep_best(weight: Tensor, target: Tensor, new_weight: Tensor, new_target: Tensor) -> None:
+    """In place: take the new candidate where it is stronger, the lower target where it ties."""
+    tie_target = torch.where(new_weight == weight, torch.minimum(target, new_target), target)
+    target.copy_(torch.where(new_weight > weight, new_target, tie_target))
+    weight.copy_(torch.maximum(weight, new_weight))
