@@ -7,7 +7,7 @@ graphs are small dense tables: their components come straight off the thresholde
 tree from Boruvka on the table, contracted after every round (one host read per round). The temporal graph is
 read as row tiles of its similarity table's upper triangle, so memory stays O(tile x M) however long the video:
 one pass gives the edge list {sim > floor}, whose components are SCC at any threshold above the floor and
-whose Boruvka forest (tiled.py) is the single-linkage tree above it.
+whose Boruvka forest (temporal_forest.py) is the single-linkage tree above it.
 
 Connected components of the thresholded graph are exactly the components of a maximum spanning forest
 restricted to edges > tau (cycle property), so the single-linkage cut at a threshold IS SCC at that tau.

@@ -36,7 +36,7 @@ from .graph import (
     weighted_edges,
 )
 from .merge import merge_into_kept, segment_sum
-from .tiled import edge_boruvka, tiled_boruvka
+from .temporal_forest import edge_boruvka, tiled_boruvka
 
 _SEARCH_PROBES = 3  # temporal passes the ratio mode may spend finding a common threshold
 _GAP_DONE = 0.01  # spatial and temporal thresholds this close count as "the same tau"

@@ -1,11 +1,11 @@
-"""Boruvka for the temporal graph, which is never held as a table (ratio mode).
+"""Boruvka spanning forests of the temporal graph, which is never held as a table (ratio mode).
 
 Two sources of each round's strongest edges, same choices as the dense `graph.boruvka` (strongest edge per
 component, ties to the lowest target component), so the same forest:
-- an edge list {sim > floor} kept from one tiled similarity pass (`graph.weighted_edges`): rounds cost O(edges) and
-  no similarity is recomputed; exact for every tree edge above the floor, which is all the ratio search needs;
-- the similarity rows themselves, recomputed in tiles every round (`tiled_boruvka`): the whole tree, one pass
-  per round, for the rare cut below the floor.
+- an edge list {sim > floor} kept from one tiled pass (`graph.weighted_edges`): rounds cost O(edges) and no
+  similarity is recomputed; exact for every tree edge above the floor, which is all the ratio search needs;
+- the upper triangle's row tiles, recomputed every round (`tiled_boruvka`): the whole tree, one pass per round,
+  for the rare cut below every floor.
 Memory stays O(tile x M + edges) either way; each round costs one host read.
 """
 from __future__ import annotations
