@@ -280,6 +280,23 @@ def test_approximate_components_match_reference_on_the_same_sample() -> None:
     assert torch.equal(compress(x, config).tokens, compress(x.clone(), config).tokens)
 
 
+def test_approximate_spatial_step_matches_reference_on_the_same_sample() -> None:
+    """The spatial step keeps, per frame, only the edges touching a sampled node: its token count is the number of
+    components of that graph, every frame's count summed."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 200, 4, generator=g)
+    sim = cosine_similarity(x)
+    sampled = sampled_nodes(3, 200, 0.25, torch.Generator().manual_seed(2), x.device)  # (600,) 85 per frame
+    tokens = scc_module.spatial_step(x, graph_module.symmetric_similarity(unit(x)), 0.95, sampled)
+    chosen = sampled.view(3, 200)
+    expected = sum(
+        connected_components((sim[f] > 0.95).numpy() & (chosen[f, :, None] | chosen[f, None, :]).numpy(),
+                             directed=False)[0]
+        for f in range(3))
+    exact = scc_module.spatial_step(x, graph_module.symmetric_similarity(unit(x)), 0.95)
+    assert tokens.shape[0] == expected > exact.shape[0]
+
+
 @pytest.mark.parametrize(
     "config",
     [CompressionConfig(tau=0.9), CompressionConfig(tau=0.6), CompressionConfig(retention_ratio=0.1),
