@@ -194,7 +194,7 @@ def boruvka(table: Tensor, max_merges: int | None = None) -> tuple[Tensor, Tenso
     while budget is None or budget > 0:
         weight, target = table.max(dim=-1)  # (B, C) strongest edge leaving each component, ties -> lowest slot
         take = forest_edges(weight, target, budget)  # (B, C)
-        slot, count, merges = merge_slots(take, target)
+        slot, count, merges, _ = merge_slots(take, target)
         if merges == 0:
             break
         taken_weights.append(torch.where(take, weight, NONE).view(-1))
@@ -211,8 +211,7 @@ def forest_edges(weight: Tensor, target: Tensor, budget: int | None) -> Tensor:
     """[B, C] bool: the slots whose chosen edge enters the forest (a mutual choice counts once, at the lower
     slot); with a budget, only the `budget` strongest of them (ties to the lower slot)."""
     slots = torch.arange(weight.shape[1], device=weight.device)
-    mutual = target.gather(1, target) == slots
-    take = (weight > NONE) & ~(mutual & (slots > target))  # (B, C)
+    take = (weight > NONE) & ((target.gather(1, target) != slots) | (slots < target))  # (B, C) not the upper twin
     if budget is None:
         return take
     order = torch.sort(torch.where(take, weight, NONE).view(-1), descending=True, stable=True).indices
@@ -220,25 +219,27 @@ def forest_edges(weight: Tensor, target: Tensor, budget: int | None) -> Tensor:
     return take & (rank < budget).view(take.shape)
 
 
-def merge_slots(take: Tensor, target: Tensor) -> tuple[Tensor, int, int]:
+def merge_slots(
+    take: Tensor, target: Tensor, also: Callable[[Tensor], Tensor] | None = None,
+) -> tuple[Tensor, int, int, bool]:
     """Merge each slot into its target where `take`. Returns the new dense slot of every old slot [B, C], the
-    new slot count (the most components any graph keeps) and the number of merges, from one host read (more
-    only for a merge forest deeper than 2^_JUMPS_PER_CHECK)."""
+    new slot count (the most components any graph keeps), the number of merges and `also(new slots)` (a 0-d
+    bool the caller wants to know about the merged graph; True without one), from one host read (more only for
+    a merge forest deeper than 2^_JUMPS_PER_CHECK)."""
     B, C = take.shape
     slots = torch.arange(C, device=take.device)
     parent = torch.where(take, target, slots)  # (B, C) a forest: roots point at themselves
-    merges = take.sum()
     while True:
         for _ in range(_JUMPS_PER_CHECK):
             parent = parent.gather(1, parent)
         root = parent == slots  # (B, C)
-        unfinished = (parent.gather(1, parent) != parent).any()
-        answer = read_int((root.sum(dim=1).amax() * (B * C + 1) + merges) * 2 + unfinished)
-        if answer % 2 == 0:
-            break
-    answer //= 2
-    rank = root.cumsum(dim=1) - 1  # (B, C) new slot of each root, in slot order
-    return rank.gather(1, parent), answer // (B * C + 1), answer % (B * C + 1)
+        slot = (root.cumsum(dim=1) - 1).gather(1, parent)  # (B, C) roots numbered in slot order
+        facts = [root.sum(dim=1).amax(), take.sum(), (parent.gather(1, parent) != parent).any()]
+        if also is not None:
+            facts.append(also(slot))
+        values = read_floats(torch.stack(facts))  # count, merges, unfinished(, also)
+        if not values[2]:
+            return slot, int(values[0]), int(values[1]), also is None or bool(values[3])
 
 
 def contract(table: Tensor, slot: Tensor, new_c: int) -> Tensor:

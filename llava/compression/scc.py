@@ -269,8 +269,9 @@ def _probe_result(
 
 
 def _threshold_keeping(weights: Tensor, num_nodes: int, count: Tensor) -> Tensor:
-    """`_tau_keeping` (unfloored) for a count held on the device, without reading it."""
-    cut = num_nodes - count.long()  # tree edges that may stay above the threshold
-    value = weights.index_select(0, cut.clamp(0, weights.numel() - 1).view(1))[0]  # t[0-d tensor] would read it
-    value = torch.where((cut < weights.numel()) & (value > NONE), value, -1.0)  # no such edge: every token joins
-    return torch.where(cut < 0, 1.0, value)
+    """`_tau_keeping` (unfloored) for a count in [1, num_nodes] held on the device, without reading it. The
+    weights hold a slot per node, so the cut indexes a real weight or -inf padding, except for one-token frames
+    (no tree: a single -inf slot)."""
+    cut = (num_nodes - count).long().clamp_(max=weights.numel() - 1)  # tree edges that may stay above it
+    value = weights.index_select(0, cut.view(1))[0]  # t[0-d tensor] would read the index
+    return torch.where(value > NONE, value, -1.0)  # no such edge: every token joins

@@ -30,15 +30,18 @@ def edge_boruvka(
 
     def outgoing(comp: Tensor, C: int) -> tuple[Tensor, Tensor]:
         cu, cv = comp[u], comp[v]  # (E,) each
-        out = torch.where(cu != cv, w, NONE)  # edges inside a component are no longer candidates
+        live = (cu != cv) & (w > NONE)  # edges inside a component are no longer candidates
+        out = torch.where(live, w, NONE)
         best = out.new_full((C,), NONE).scatter_reduce_(0, cu, out, "amax").scatter_reduce_(0, cv, out, "amax")
-        at_best_u = (out == best[cu]) & (out > NONE)
-        at_best_v = (out == best[cv]) & (out > NONE)
         target = torch.full((C,), C, device=w.device).scatter_reduce_(
-            0, cu, torch.where(at_best_u, cv, C), "amin").scatter_reduce_(0, cv, torch.where(at_best_v, cu, C), "amin")
+            0, cu, torch.where(live & (out == best[cu]), cv, C), "amin").scatter_reduce_(
+            0, cv, torch.where(live & (out == best[cv]), cu, C), "amin")
         return best, target
 
-    return _rounds(outgoing, size, w.device, start, count, max_merges)
+    def edges_left(comp: Tensor) -> Tensor:
+        return ((comp[u] != comp[v]) & (w > NONE)).any()
+
+    return _rounds(outgoing, size, w.device, start, count, max_merges, edges_left)
 
 
 def tiled_boruvka(upper_rows: Rows, size: int) -> tuple[Tensor, Tensor, int]:
@@ -53,14 +56,16 @@ def tiled_boruvka(upper_rows: Rows, size: int) -> tuple[Tensor, Tensor, int]:
             0, comp, torch.where(holds_best, node_t, C), "amin")  # (C,) lowest target among those
         return best, target
 
-    return _rounds(outgoing, size, upper_rows(0, 1).device, None, None, None)
+    return _rounds(outgoing, size, upper_rows(0, 1).device, None, None, None, None)
 
 
 def _rounds(
     outgoing: Outgoing, size: int, device: torch.device,
-    start: Tensor | None, count: int | None, max_merges: int | None,
+    start: Tensor | None, count: int | None, max_merges: int | None, edges_left: Callable[[Tensor], Tensor] | None,
 ) -> tuple[Tensor, Tensor, int]:
-    """Boruvka rounds given each component's strongest outgoing edge (weight, target component)."""
+    """Boruvka rounds given each component's strongest outgoing edge (weight, target component). `edges_left`
+    (comp -> 0-d bool: does an edge still join two components?) is asked in the round's one host read, so the
+    last round is not followed by one that only finds nothing left."""
     comp = torch.arange(size, device=device) if start is None else start  # (M,) node -> component
     C = size if start is None else count
     taken_weights, budget = [], max_merges
@@ -68,12 +73,15 @@ def _rounds(
         best, target = outgoing(comp, C)  # (C,) each
         target = torch.where(best > NONE, target, torch.arange(C, device=device))  # self when no edge
         take = forest_edges(best[None], target[None], budget)  # (1, C)
-        slot, new_c, merges = merge_slots(take, target[None])
+        left = (lambda slot, comp=comp: edges_left(slot[0][comp])) if edges_left else None
+        slot, new_c, merges, more = merge_slots(take, target[None], left)
         if merges == 0:
             break
         taken_weights.append(torch.where(take[0], best, NONE))
         comp, C = slot[0][comp], new_c
         budget = None if budget is None else budget - merges
+        if not more:
+            break
     weights = torch.cat(taken_weights) if taken_weights else torch.full((1,), NONE, device=device)
     return comp, weights, C
 
