@@ -415,16 +415,18 @@ def _cut(graph: TemporalGraph, k: int, tree: str) -> tuple[torch.Tensor, float]:
     return labels, tau
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("tree", list(TREES))
-def test_ratio_cut_equals_scipy_single_linkage(monkeypatch: pytest.MonkeyPatch, tree: str) -> None:
-    """The temporal cut at exactly k is single-linkage clustering (distance 1 - cos) cut into k clusters."""
+def test_ratio_cut_equals_scipy_single_linkage(monkeypatch: pytest.MonkeyPatch, tree: str, dtype: torch.dtype) -> None:
+    """The temporal cut at exactly k is single-linkage clustering (distance 1 - cos) cut into k clusters, in the
+    working precision the caller chose (float64 values must not pass through float32 anywhere)."""
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import squareform
 
     monkeypatch.setattr(graph_module, "_TILE_ELEMENTS", 8 * 90)  # several row tiles per pass
     g = torch.Generator().manual_seed(4)
     for trial in range(12):
-        tokens = torch.randn(int(torch.randint(12, 90, (1,), generator=g)), 6, generator=g)
+        tokens = torch.randn(int(torch.randint(12, 90, (1,), generator=g)), 6, generator=g).to(dtype)
         graph = TemporalGraph(tokens)
         k = int(torch.randint(1, tokens.shape[0] + 1, (1,), generator=g))
         labels, _ = _cut(graph, k, tree)
@@ -515,16 +517,18 @@ def test_frame_tables_are_symmetric_bit_for_bit() -> None:
     torch.testing.assert_close(sim, x @ x.transpose(-1, -2), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16], ids=str)
 @pytest.mark.parametrize("tree", list(TREES))
-def test_temporal_graph_reads_only_the_upper_triangle(tree: str) -> None:
+def test_temporal_graph_reads_only_the_upper_triangle(tree: str, dtype: torch.dtype) -> None:
     """Every temporal pass (edge lists, the whole tree) reads a pair from the upper triangle only: a table whose
-    lower triangle is garbage cuts exactly as its symmetric upper triangle does."""
+    lower triangle is garbage cuts exactly as its symmetric upper triangle does, in every working precision."""
     g = torch.Generator().manual_seed(8)
     for _ in range(8):
         M = int(torch.randint(8, 50, (1,), generator=g))
-        table = cosine_similarity(torch.randn(M, 5, generator=g)[None])[0]
+        table = cosine_similarity(torch.randn(M, 5, generator=g)[None])[0].to(dtype)
         symmetric = torch.triu(table) + torch.triu(table, 1).T
-        garbage = torch.where(torch.ones(M, M, dtype=torch.bool).tril(-1), torch.rand(M, M, generator=g), table)
+        garbage = torch.where(torch.ones(M, M, dtype=torch.bool).tril(-1), torch.rand(M, M, generator=g).to(dtype),
+                              table)
         k = int(torch.randint(1, M + 1, (1,), generator=g))
         expected, _ = _cut(_graph_on_table(symmetric), k, tree)
         labels, _ = _cut(_graph_on_table(garbage), k, tree)

@@ -182,10 +182,9 @@ def boruvka(table: Tensor, max_merges: int | None = None) -> tuple[Tensor, Tenso
     where a slot took no edge (sort descending to read them strongest first), and the largest count. Each
     round every component takes its strongest outgoing edge (ties to the lowest target, which keeps every round
     cycle-free), the components merge along those edges, and the table is contracted to the strongest edge
-    between each pair of new components, so the work shrinks geometrically. With
-    `max_merges` (B == 1), at most that many edges are taken, strongest first (ties to the lower slot): any
-    subset of a round's edges is a forest, so each taken edge removes exactly one component. The table's
-    diagonal is overwritten.
+    between each pair of new components, so the work shrinks geometrically. With `max_merges` (B == 1), at most
+    that many edges are taken, strongest first (ties to the lower slot): any subset of a round's edges is a
+    forest, so each taken edge removes exactly one component. The table's diagonal is overwritten.
     """
     B, M, _ = table.shape
     table.diagonal(dim1=1, dim2=2).fill_(NONE)

@@ -48,8 +48,10 @@ def tiled_boruvka(upper_rows: Rows, size: int) -> tuple[Tensor, Tensor, int]:
     """Maximum spanning tree of the whole graph whose similarity table's upper triangle `upper_rows` gives, in the
     row tiles of `graph.upper_tiles` (so every pair has the bits the edge lists read): one pass per round."""
 
+    dtype = upper_rows(0, 1).dtype  # the working precision: weights keep it, so cuts compare exact values
+
     def outgoing(comp: Tensor, C: int) -> tuple[Tensor, Tensor]:
-        node_w, node_t = _best_outgoing(upper_rows, size, comp, C)  # (M,) each
+        node_w, node_t = _best_outgoing(upper_rows, size, comp, C, dtype)  # (M,) each
         best = node_w.new_full((C,), NONE).scatter_reduce_(0, comp, node_w, "amax")  # (C,)
         holds_best = (node_w == best[comp]) & (node_w > NONE)  # (M,) members holding their component's best
         target = torch.full((C,), C, device=comp.device).scatter_reduce_(
@@ -86,14 +88,14 @@ def _rounds(
     return comp, weights, C
 
 
-def _best_outgoing(upper_rows: Rows, size: int, comp: Tensor, C: int) -> tuple[Tensor, Tensor]:
+def _best_outgoing(upper_rows: Rows, size: int, comp: Tensor, C: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """Per node: the strongest similarity to another component and that component (ties -> lowest id); -inf
     and C where there is none. A tile of rows start .. stop holds each of its pairs (i < j) once and offers it
     to both ends: j to row i (a row maximum), i to column j (a column maximum)."""
-    weight = torch.full((size,), NONE, device=comp.device)
+    weight = torch.full((size,), NONE, dtype=dtype, device=comp.device)
     target = torch.full((size,), C, device=comp.device)
     for start, stop in upper_tiles(size):
-        sim = upper_rows(start, stop).clone()  # (t, M - start) a copy: rows may be a view of a kept table
+        sim = upper_rows(start, stop).clone()  # (t, M - start) a copy: the rows may be a view of a table
         rows, cols = comp[start:stop], comp[start:]
         t = stop - start
         sim.masked_fill_(rows[:, None] == cols[None, :], NONE)  # inside a component: no edge
