@@ -7,8 +7,9 @@ concatenated in frame order; the merge step (merge.py) then folds every original
 kept token.
 
 Two budget modes:
-- tau: the paper's mode; the token count varies per video. Each step is one pass over its similarities that
-  keeps the edges above tau, then connected components of that edge list.
+- tau: the paper's mode; the token count varies per video. Each step thresholds its similarities once: the
+  spatial step each frame's small table, the temporal step one pass over its upper triangle in row tiles that
+  keeps the edges above tau; then connected components.
 - retention ratio: exactly K tokens. The spatial and temporal steps share one threshold in the paper, so we
   search for the spatial threshold at which the temporal step needs (nearly) the same threshold to reach K,
   then cut the temporal single-linkage tree at exactly K parts. Both thresholds are reported.
