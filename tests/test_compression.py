@@ -536,7 +536,7 @@ def test_temporal_graph_reads_only_the_upper_triangle(tree: str, dtype: torch.dt
 
 
 def test_frame_components_equal_scipy() -> None:
-    """Components read straight off a batch of dense adjacency matrices, labelled by their smallest node id."""
+    """Components read straight off a batch of dense adjacency matrices, numbered by their smallest members."""
     g = torch.Generator().manual_seed(2)
     for trial in range(20):
         B, M = int(torch.randint(1, 5, (1,), generator=g)), int(torch.randint(1, 60, (1,), generator=g))
