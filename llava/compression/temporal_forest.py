@@ -48,17 +48,17 @@ def tiled_boruvka(upper_rows: Rows, size: int) -> tuple[Tensor, Tensor, int]:
     """Maximum spanning tree of the whole graph whose similarity table's upper triangle `upper_rows` gives, in the
     row tiles of `graph.upper_tiles` (so every pair has the bits the edge lists read): one pass per round."""
 
-    dtype = upper_rows(0, 1).dtype  # the working precision: weights keep it, so cuts compare exact values
+    first = upper_rows(0, 1)  # the working precision and device: weights keep it, so cuts compare exact values
 
     def outgoing(comp: Tensor, C: int) -> tuple[Tensor, Tensor]:
-        node_w, node_t = _best_outgoing(upper_rows, size, comp, C, dtype)  # (M,) each
+        node_w, node_t = _best_outgoing(upper_rows, size, comp, C, first.dtype)  # (M,) each
         best = node_w.new_full((C,), NONE).scatter_reduce_(0, comp, node_w, "amax")  # (C,)
         holds_best = (node_w == best[comp]) & (node_w > NONE)  # (M,) members holding their component's best
         target = torch.full((C,), C, device=comp.device).scatter_reduce_(
             0, comp, torch.where(holds_best, node_t, C), "amin")  # (C,) lowest target among those
         return best, target
 
-    return _rounds(outgoing, size, upper_rows(0, 1).device, None, None, None, None)
+    return _rounds(outgoing, size, first.device, None, None, None, None)
 
 
 def _rounds(
