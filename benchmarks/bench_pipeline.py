@@ -11,7 +11,8 @@ Three tables per run:
    retention) peaks above the loaded model and its inputs, per frame, and the growth ratio
    peak(F_max) / (F_max / F_min x peak(F_min)) (linear growth = 1). Next to it, compression's time against one
    tiled similarity pass over as many tokens as its temporal step sees.
-3. Dispatched ops and host round trips per `compress` call (tau and ratio mode) with its time.
+3. Dispatched ops and host round trips per `compress` call (tau and ratio mode) with its time, at a short and a
+   long video (how the counts grow with frames).
 
 Reduced depth: a CPU cannot run the real towers in minutes, so models are built with fewer tower / LLM layers
 and every time is scaled: the time inside the layer stack (measured with hooks on its first and last layer) is
@@ -88,6 +89,7 @@ class BenchConfig:
     sections: tuple[str, ...] = SECTIONS
     count_taus: tuple[float, ...] = (0.9,)
     count_ratios: tuple[float, ...] = (0.1,)
+    count_frames: tuple[int, ...] = (32, 128)
 
     def __post_init__(self) -> None:
         unknown = [a for a in (*self.archs, self.memory_arch) if a not in ARCHITECTURES]
@@ -96,8 +98,9 @@ class BenchConfig:
         if not all(0.0 < r <= 1.0 for r in (*self.retentions, self.memory_retention)):
             raise ValueError(f"retentions must be in (0, 1] (1 = no compression), got {self.retentions}, "
                              f"{self.memory_retention}")
-        if min(self.frames, self.repeats, self.new_tokens, self.frame_batch_size, *self.memory_frames) < 1:
-            raise ValueError("frames, repeats, new tokens, frame batch size and memory frames must be >= 1")
+        if min(self.frames, self.repeats, self.new_tokens, self.frame_batch_size, *self.memory_frames,
+               *self.count_frames) < 1:
+            raise ValueError("frames, repeats, new tokens, frame batch size, memory and count frames must be >= 1")
         if set(self.sections) - set(SECTIONS):
             raise ValueError(f"sections must be among {SECTIONS}, got {self.sections}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
@@ -322,13 +325,14 @@ def run_memory(cfg: BenchConfig) -> list[dict[str, float]]:
 # ------------------------------------------------------------------ ops and round trips per compress call
 def run_counts(cfg: BenchConfig) -> list[dict[str, Any]]:
     rows = []
+    configs = [CompressionConfig(tau=t) for t in cfg.count_taus]
+    configs += [CompressionConfig(retention_ratio=r) for r in cfg.count_ratios]
     for arch in cfg.archs:
         spec = ARCHITECTURES[arch]
-        features = region_video(frames=cfg.frames, grid=tokens_per_frame_side(spec), dim=spec.hidden_size)
-        features = features.to(cfg.device, getattr(torch, cfg.dtype))
-        configs = [CompressionConfig(tau=t) for t in cfg.count_taus]
-        configs += [CompressionConfig(retention_ratio=r) for r in cfg.count_ratios]
-        rows += [count_row(features, config, cfg.repeats) for config in configs]
+        for frames in cfg.count_frames:
+            features = region_video(frames=frames, grid=tokens_per_frame_side(spec), dim=spec.hidden_size)
+            features = features.to(cfg.device, getattr(torch, cfg.dtype))
+            rows += [count_row(features, config, cfg.repeats) for config in configs]
     return rows
 
 
@@ -337,7 +341,8 @@ def count_row(features: torch.Tensor, config: CompressionConfig, repeats: int) -
     counts = count(compress, features, config)
     times = [timed(features.device, lambda: compress(features, config)) for _ in range(repeats)]
     mode = f"tau {config.tau}" if config.tau is not None else f"r {config.retention_ratio}"
-    return {"D": features.shape[-1], "mode": mode, "tokens out": times[0][0].stats.tokens_out, "ops": counts.ops,
+    return {"frames": features.shape[0], "D": features.shape[-1], "mode": mode,
+            "tokens out": times[0][0].stats.tokens_out, "ops": counts.ops,
             "round trips": counts.syncs, "ms": statistics.median(ms for _, ms in times),
             "by op": ", ".join(f"{name} {n}" for name, n in counts.by_op.most_common(4))}
 
@@ -396,9 +401,9 @@ def memory_table(cfg: BenchConfig, rows: list[dict[str, float]]) -> str:
 
 
 def counts_table(rows: list[dict[str, Any]]) -> str:
-    header = ["D", "mode", "tokens out", "ops dispatched", "host round trips", "round trips by op", "ms"]
-    return _table(header, [[str(r["D"]), r["mode"], str(r["tokens out"]), str(r["ops"]), str(r["round trips"]),
-                            r["by op"], _fmt(r["ms"])] for r in rows])
+    header = ["frames", "D", "mode", "tokens out", "ops dispatched", "host round trips", "round trips by op", "ms"]
+    return _table(header, [[str(r["frames"]), str(r["D"]), r["mode"], str(r["tokens out"]), str(r["ops"]),
+                            str(r["round trips"]), r["by op"], _fmt(r["ms"])] for r in rows])
 
 
 def machine(cfg: BenchConfig) -> str:
@@ -444,8 +449,7 @@ def run(cfg: BenchConfig) -> None:
               "activations at a time, so its peak does not depend on depth)\n")
         print(memory_table(cfg, run_memory(cfg)))
     if "counts" in cfg.sections:
-        print(f"\n## Ops and host round trips per compress call, {cfg.frames} frames x T tokens, synthetic "
-              "features\n")
+        print("\n## Ops and host round trips per compress call, frames x T tokens of synthetic features\n")
         print(counts_table(run_counts(cfg)))
 
 

@@ -15,7 +15,8 @@ from measure import LayerClock, PeakMemory, reset_cpu_peak, scale_depth  # noqa:
 from llava.compression.counting import CountingMode  # noqa: E402
 
 TINY_RUN = ["--archs", "tiny", "--memory-arch", "tiny", "--frames", "3", "--memory-frames", "2", "4", "--repeats", "1",
-            "--video-size", "64", "48", "--new-tokens", "2", "--retentions", "1.0", "0.5", "0.1"]
+            "--video-size", "64", "48", "--new-tokens", "2", "--retentions", "1.0", "0.5", "0.1",
+            "--count-frames", "2", "3"]
 
 
 @pytest.mark.parametrize("reads", [0, 1, 5])
@@ -128,5 +129,5 @@ def test_script_runs_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     assert "peak(4) / (2 x peak(2))" in out
 
     counts = _rows(out, "## Ops and host round trips")
-    assert [row[1] for row in counts] == ["tau 0.9", "r 0.1"]
-    assert all(int(row[3]) > int(row[4]) >= 0 for row in counts)  # ops dispatched, of which round trips
+    assert [(int(row[0]), row[2]) for row in counts] == [(2, "tau 0.9"), (2, "r 0.1"), (3, "tau 0.9"), (3, "r 0.1")]
+    assert all(int(row[4]) > int(row[5]) >= 0 for row in counts)  # ops dispatched, of which round trips

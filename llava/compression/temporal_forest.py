@@ -28,18 +28,21 @@ def edge_boruvka(
     start [size] with `count`: initial dense component labels; max_merges: at most that many edges, strongest
     first. Returns dense labels [size], the forest's edge weights (-inf padded) and the component count."""
 
+    real = w > NONE  # (E,) -inf weights are no edges
+
     def outgoing(comp: Tensor, C: int) -> tuple[Tensor, Tensor]:
         cu, cv = comp[u], comp[v]  # (E,) each
-        live = (cu != cv) & (w > NONE)  # edges inside a component are no longer candidates
-        out = torch.where(live, w, NONE)
+        out = torch.where(cu != cv, w, NONE)  # edges inside a component are no longer candidates
         best = out.new_full((C,), NONE).scatter_reduce_(0, cu, out, "amax").scatter_reduce_(0, cv, out, "amax")
+        # an edge matching its end's best is a real candidate unless that best is -inf (no edge), a target
+        # `_rounds` discards
         target = torch.full((C,), C, device=w.device).scatter_reduce_(
-            0, cu, torch.where(live & (out == best[cu]), cv, C), "amin").scatter_reduce_(
-            0, cv, torch.where(live & (out == best[cv]), cu, C), "amin")
+            0, cu, torch.where(out == best[cu], cv, C), "amin").scatter_reduce_(
+            0, cv, torch.where(out == best[cv], cu, C), "amin")
         return best, target
 
     def edges_left(comp: Tensor) -> Tensor:
-        return ((comp[u] != comp[v]) & (w > NONE)).any()
+        return ((comp[u] != comp[v]) & real).any()
 
     return _rounds(outgoing, size, w.device, start, count, max_merges, edges_left)
 
