@@ -56,9 +56,10 @@ def tiled_boruvka(upper_rows: Rows, size: int) -> tuple[Tensor, Tensor, int]:
     def outgoing(comp: Tensor, C: int) -> tuple[Tensor, Tensor]:
         node_w, node_t = _best_outgoing(upper_rows, size, comp, C, first.dtype)  # (M,) each
         best = node_w.new_full((C,), NONE).scatter_reduce_(0, comp, node_w, "amax")  # (C,)
-        holds_best = (node_w == best[comp]) & (node_w > NONE)  # (M,) members holding their component's best
+        # members holding their component's best offer their target (C where they have no edge; a -inf best's
+        # target is discarded by `_rounds`), the lowest wins
         target = torch.full((C,), C, device=comp.device).scatter_reduce_(
-            0, comp, torch.where(holds_best, node_t, C), "amin")  # (C,) lowest target among those
+            0, comp, torch.where(node_w == best[comp], node_t, C), "amin")  # (C,)
         return best, target
 
     return _rounds(outgoing, size, first.device, None, None, None, None)
