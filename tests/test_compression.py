@@ -287,13 +287,13 @@ def test_approximate_spatial_step_matches_reference_on_the_same_sample() -> None
     x = torch.randn(3, 200, 4, generator=g)
     sim = cosine_similarity(x)
     sampled = sampled_nodes(3, 200, 0.25, torch.Generator().manual_seed(2), x.device)  # (600,) 85 per frame
-    tokens = scc_module.spatial_step(x, graph_module.symmetric_similarity(unit(x)), 0.95, sampled)
+    tokens, _, _ = scc_module.spatial_step(x, graph_module.symmetric_similarity(unit(x)), 0.95, sampled)
     chosen = sampled.view(3, 200)
     expected = sum(
         connected_components((sim[f] > 0.95).numpy() & (chosen[f, :, None] | chosen[f, None, :]).numpy(),
                              directed=False)[0]
         for f in range(3))
-    exact = scc_module.spatial_step(x, graph_module.symmetric_similarity(unit(x)), 0.95)
+    exact, _, _ = scc_module.spatial_step(x, graph_module.symmetric_similarity(unit(x)), 0.95)
     assert tokens.shape[0] == expected > exact.shape[0]
 
 
@@ -544,7 +544,7 @@ def test_frame_components_equal_scipy() -> None:
         if trial % 2:  # long chains: neighbours along a line only
             x = torch.cumsum(torch.randn(B, M, 3, generator=g) * 0.05, dim=1) + torch.randn(B, 1, 3, generator=g)
         adjacency = graph_module.symmetric_similarity(unit(x)) > 0.9
-        labels, count = graph_module.frame_components(adjacency)
+        labels, count, _ = graph_module.frame_components(adjacency)
         block = torch.block_diag(*adjacency).numpy()  # (B*M, B*M), no edges between the graphs
         ref_count, ref = connected_components(block, directed=False)
         ours = labels.numpy()
@@ -575,3 +575,80 @@ def test_ratio_mode_on_a_table_whose_matmul_is_asymmetric() -> None:
     for ratio in (0.05, 0.1, 0.2, 0.35):
         result = compress(x, CompressionConfig(retention_ratio=ratio))
         assert result.tokens.shape[0] == max(1, round(ratio * 32))
+
+
+# ----------------------------------------------------------------------------------------- probe reuse
+def _edge_set(edges: tuple) -> dict[tuple[int, int], float]:
+    """{(low end, high end): weight} of an edge list (-inf entries are no edges)."""
+    u, v, w, _ = edges
+    return {(min(a, b), max(a, b)): c for a, b, c in zip(u.tolist(), v.tolist(), w.tolist(), strict=True)
+            if c > float("-inf")}
+
+
+@pytest.mark.parametrize("new", [0, 1, 7, 30])
+@pytest.mark.parametrize("raise_floor", [0.0, 0.05])
+def test_reused_edges_equal_a_fresh_pass(monkeypatch: pytest.MonkeyPatch, new: int, raise_floor: float) -> None:
+    """A probe graph built from an earlier probe's edges (pairs of equal tokens) plus a pass over its new tokens'
+    rows holds exactly the edges, weights and diagonal a fresh pass finds, in any token order."""
+    monkeypatch.setattr(graph_module, "_TILE_ELEMENTS", 16 * 50)  # several row tiles per pass
+    g = torch.Generator().manual_seed(new)
+    earlier_tokens = torch.randn(60, 8, generator=g) + 2.0 * torch.randn(1, 8, generator=g)  # many edges above 0.5
+    kept = torch.randperm(60, generator=g)[: 60 - min(new, 20)]  # earlier tokens that are still tokens
+    tokens = torch.cat([earlier_tokens[kept], torch.randn(new, 8, generator=g)])
+    shuffle = torch.randperm(tokens.shape[0], generator=g)
+    tokens = tokens[shuffle]
+    same = torch.cat([kept, torch.full((new,), -1)])[shuffle]
+    floor = 0.5
+    earlier = TemporalGraph(earlier_tokens)
+    reuse = scc_module.Reuse(earlier.edges(floor), floor, same, new)
+    reused = TemporalGraph(tokens, reuse).edges(floor + raise_floor)
+    fresh = TemporalGraph(tokens).edges(floor + raise_floor)
+    expected, got = _edge_set(fresh), _edge_set(reused)
+    assert len(expected) > 50 and got.keys() == expected.keys()  # none at or below the floor, none twice
+    assert len(got) == int((reused[2] > float("-inf")).sum())
+    torch.testing.assert_close(torch.tensor([got[e] for e in expected]), torch.tensor(list(expected.values())),
+                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(reused[3], fresh[3], atol=1e-6, rtol=0)
+
+
+def test_spatial_step_counts_tokens_not_in_the_earlier_step() -> None:
+    """The spatial step's count of new tokens (components that are no component of an earlier step on the same
+    table), against member sets from scipy at both thresholds, going finer and coarser."""
+    x = clustered_video(5, 30, 8, 6, 0.6, seed=9)
+    sim = graph_module.symmetric_similarity(unit(x))
+
+    def member_sets(tau: float) -> set[frozenset[int]]:
+        sets = set()
+        for f in range(x.shape[0]):
+            _, labels = connected_components((sim[f] > tau).numpy(), directed=False)
+            sets |= {frozenset((f * 30 + np.flatnonzero(labels == c)).tolist()) for c in range(labels.max() + 1)}
+        return sets
+
+    for earlier_tau, tau in [(0.5, 0.7), (0.7, 0.5), (0.6, 0.6), (0.2, 0.9)]:
+        _, earlier_of, _ = scc_module.spatial_step(x, sim, earlier_tau)
+        tokens, _, new = scc_module.spatial_step(x, sim, tau, earlier=earlier_of)
+        expected = len(member_sets(tau) - member_sets(earlier_tau))
+        assert new == expected and (expected > 0) == (earlier_tau != tau)
+
+
+@pytest.mark.parametrize("seed,ratio,regions", [(0, 0.1, 64), (0, 0.05, 64), (1, 0.1, 64), (2, 0.35, 64),
+                                                 (2, 0.05, 64), (0, 0.35, 32)])
+def test_ratio_search_reuse_does_not_change_the_result(monkeypatch: pytest.MonkeyPatch, seed: int, ratio: float,
+                                                       regions: int) -> None:
+    """Later probes reuse earlier probes' temporal edges; with reuse switched off the result is the same (cases
+    where the search takes 2-3 probes)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from synthetic import region_video
+
+    x = region_video(frames=8 if regions == 64 else 6, grid=14, dim=64, regions=regions, seed=seed)
+    patches = []
+    patch = TemporalGraph._patch
+    monkeypatch.setattr(TemporalGraph, "_patch", lambda self, *a: patches.append(1) or patch(self, *a))
+    reused = compress(x, CompressionConfig(retention_ratio=ratio))
+    monkeypatch.setattr(scc_module, "_REUSE_SHARE", -1.0)
+    fresh = compress(x, CompressionConfig(retention_ratio=ratio))
+    assert patches, "no probe reused an earlier one"
+    assert (reused.stats.tokens_spatial, reused.stats.tau_spatial, reused.stats.tau_temporal) == (
+        fresh.stats.tokens_spatial, fresh.stats.tau_spatial, fresh.stats.tau_temporal)
+    torch.testing.assert_close(reused.tokens, fresh.tokens, atol=1e-6, rtol=0)
+    assert torch.equal(reused.assignment, fresh.assignment)

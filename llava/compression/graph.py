@@ -93,12 +93,17 @@ def components(num_nodes: int, u: Tensor, v: Tensor) -> tuple[Tensor, int]:
         low = torch.minimum(lu, lv)
         return labels.scatter_reduce(0, lu, low, "amin").scatter_reduce_(0, lv, low, "amin")
 
-    return _propagate(hook, torch.arange(num_nodes, device=u.device))
+    labels, count, _ = _propagate(hook, torch.arange(num_nodes, device=u.device))
+    return labels, count
 
 
-def frame_components(adjacency: Tensor) -> tuple[Tensor, int]:
+Also = Callable[[Tensor, Tensor], Tensor]  # (labels [n]: each node's smallest member, roots [n] bool) -> 0-d count
+
+
+def frame_components(adjacency: Tensor, also: Also | None = None) -> tuple[Tensor, int, int]:
     """Connected components of every graph in a batch of small dense adjacency matrices [B, M, M] (symmetric bool),
-    as one graph of B*M nodes with no edges between the graphs; ids and count as `components` gives them.
+    as one graph of B*M nodes with no edges between the graphs; ids and count as `components` gives them, and
+    `also` (a count the caller wants about the components; 0 without one) from the same host read.
 
     Read straight off the matrices (no edge list: no data-dependent shapes, no host read to build one): every
     round each node takes the smallest label among itself and its neighbours, its root takes the smallest of
@@ -111,14 +116,15 @@ def frame_components(adjacency: Tensor) -> tuple[Tensor, int]:
         low = torch.minimum(labels, torch.where(adjacency, labels.view(B, 1, M), none).amin(dim=-1).view(B * M))
         return low.scatter_reduce(0, labels, low, "amin")  # hook: each root takes its members' smallest
 
-    return _propagate(pull, torch.arange(B * M, device=adjacency.device))
+    return _propagate(pull, torch.arange(B * M, device=adjacency.device), also)
 
 
-def _propagate(round_: Callable[[Tensor], Tensor], nodes: Tensor) -> tuple[Tensor, int]:
+def _propagate(round_: Callable[[Tensor], Tensor], nodes: Tensor, also: Also | None = None) -> tuple[Tensor, int, int]:
     """Min-label propagation: `round_` lowers labels (each stays an id inside its node's component), pointer
     jumps follow it, and every _ROUNDS_PER_CHECK rounds one host read asks whether the last round changed
     anything. A round that changes nothing leaves both ends of every edge with one label, the smallest member's
-    id (labels only decrease and never leave their component); those labels are then numbered 0 .. count-1."""
+    id (labels only decrease and never leave their component); those labels are then numbered 0 .. count-1.
+    `also` is asked at every check, so its answer for the final labels comes with the read that ends the loop."""
     labels = nodes
     while True:
         for _ in range(_ROUNDS_PER_CHECK):
@@ -126,22 +132,35 @@ def _propagate(round_: Callable[[Tensor], Tensor], nodes: Tensor) -> tuple[Tenso
             labels = labels[labels]  # pointer jumps
             labels = labels[labels]
         roots = labels == nodes  # (n,) each component's smallest member
-        answer = read_int(roots.sum() * 2 + (labels != previous).any())  # both facts in one round trip
+        facts = roots.sum() * 2 + (labels != previous).any()  # both facts in one round trip
+        if also is None:
+            answer, extra = read_int(facts), 0
+        else:
+            answer, extra = (int(value) for value in read_floats(torch.stack([facts, also(labels, roots)])))
         if answer % 2 == 0:
-            return (roots.cumsum(0) - 1)[labels], answer // 2
+            return (roots.cumsum(0) - 1)[labels], answer // 2, extra
 
 
-def weighted_edges(upper_rows: Rows, size: int, floor: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def weighted_edges(
+    upper_rows: Rows, size: int, floor: float, rows: int | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One pass over the row tiles of a similarity table's upper triangle (`upper_rows(start, stop)` gives
-    columns start .. M of those rows): edges (u < v) with similarity > floor, their weights, and the diagonal [M].
+    columns start .. M of those rows): edges (u < v) with similarity > floor, their weights, and the diagonal.
+    With `rows`, only the pairs in the first `rows` rows (the diagonal [rows]; else [M]).
 
     Each tile's edges go into a fixed-size buffer (nonzero_static: no host read) of 1/_EDGE_SHARE of its
     entries; one host read for the whole pass gives the edge count and whether a buffer overflowed. The edges
     are then gathered in their order (the found slots' positions from one more nonzero_static: linear, where a
     sort over the buffers cost more than the similarity pass on long videos).
     Graphs denser than that (rare at useful taus) are read again exactly, one read per tile."""
+    rows = size if rows is None else rows
+    tiles = [(start, min(stop, rows)) for start, stop in upper_tiles(size) if start < rows]
+    if not tiles:  # no rows read: no edges
+        nothing = upper_rows(0, 0).reshape(0)
+        index = torch.zeros(0, dtype=torch.long, device=nothing.device)
+        return index, index, nothing, nothing
     pairs, weights, counts, capacities, diagonal = [], [], [], [], []
-    for start, stop in upper_tiles(size):
+    for start, stop in tiles:
         sim = upper_rows(start, stop)  # (t, M - start): column c is node start + c
         diagonal.append(sim.diagonal())
         upper = torch.triu(sim > floor, diagonal=1)  # (t, M - start)
@@ -153,7 +172,7 @@ def weighted_edges(upper_rows: Rows, size: int, floor: float) -> tuple[Tensor, T
     answer = read_int(counts.sum() * 2 + overflow)
     if answer % 2:
         pairs, weights = [], []
-        for start, stop in upper_tiles(size):
+        for start, stop in tiles:
             sim = upper_rows(start, stop)
             _tile_edges(sim, torch.triu(sim > floor, diagonal=1).nonzero(), start, pairs, weights)
     pairs, weights = torch.cat(pairs), torch.cat(weights)  # (slots, 2), (slots,)

@@ -42,6 +42,7 @@ from .temporal_forest import edge_boruvka, tiled_boruvka
 _SEARCH_PROBES = 3  # temporal passes the ratio mode may spend finding a common threshold
 _GAP_DONE = 0.01  # spatial and temporal thresholds this close count as "the same tau"
 _SEARCH_WINDOW = 0.05  # a probe's temporal tree is only built above tau_spatial - this
+_REUSE_SHARE = 0.6  # a probe reuses an earlier probe's temporal edges when at most this share of its tokens is new
 
 
 @dataclass
@@ -61,12 +62,22 @@ def ordered_means(x: Tensor, labels: Tensor, count: int, degree: Tensor) -> Tens
     The order key of a component is the index of its highest-degree member (ties to the lower index), which
     keeps the output in spatial / temporal order as the authors' code does.
     """
-    N = x.shape[0]
-    score = degree.long() * N - torch.arange(N, device=x.device)  # (N,) higher degree first, then lower index
-    best = torch.full((count,), torch.iinfo(torch.long).min, device=x.device).scatter_reduce_(0, labels, score, "amax")
+    return _means(x, component_order(labels, count, degree), count)
+
+
+def component_order(labels: Tensor, count: int, degree: Tensor) -> Tensor:
+    """[N]: the output position of each node's component in SCC order (see `ordered_means`)."""
+    N = labels.shape[0]
+    score = degree.long() * N - torch.arange(N, device=labels.device)  # (N,) higher degree first, then lower index
+    best = torch.full((count,), torch.iinfo(torch.long).min, device=labels.device).scatter_reduce_(
+        0, labels, score, "amax")
     key = best.neg().remainder_(N)  # (C,) index of each component's highest-degree member
-    rank = torch.empty_like(key).scatter_(0, torch.argsort(key), torch.arange(count, device=x.device))  # (C,)
-    order = rank[labels]  # (N,) output position of each token's component
+    rank = torch.empty_like(key).scatter_(0, torch.argsort(key), torch.arange(count, device=labels.device))  # (C,)
+    return rank[labels]
+
+
+def _means(x: Tensor, order: Tensor, count: int) -> Tensor:
+    """[count, D]: the mean of the rows of x [N, D] at each output position `order` [N] gives."""
     wide = torch.promote_types(x.dtype, torch.float32)  # fp16/bf16 means round once, as their torch.mean does
     sizes = torch.zeros(count, dtype=wide, device=x.device).index_add_(0, order, torch.ones_like(order, dtype=wide))
     sums = segment_sum(x.to(wide), order, count)  # (C, D)
@@ -89,12 +100,17 @@ def _touching(sampled: Tensor | None, u: Tensor, v: Tensor) -> tuple[Tensor, Ten
     return torch.where(sampled[u] | sampled[v], u, v), v
 
 
-def spatial_step(x: Tensor, sim: Tensor, tau: float, sampled: Tensor | None = None) -> Tensor:
+def spatial_step(
+    x: Tensor, sim: Tensor, tau: float, sampled: Tensor | None = None, earlier: Tensor | None = None,
+) -> tuple[Tensor, Tensor, int]:
     """x [F, T, D], sim [F, T, T] (symmetric: an edge is one value) -> SCC tokens of every frame, concatenated in
-    frame order [M', D].
+    frame order [M', D], the token every node went into [F*T], and, given an earlier spatial step on the same
+    table (`earlier` [F*T]: its token of every node), how many tokens are not tokens of that step (else 0).
 
     All frames form one graph of F*T nodes without edges between frames, so one components call serves every
-    frame, and the frame-major node index orders the output frame by frame.
+    frame, and the frame-major node index orders the output frame by frame. Partitions of one table at two
+    thresholds are nested, so a component equals the earlier component holding its smallest member exactly when
+    both have as many members.
     """
     F, T, D = x.shape
     adjacency = sim > tau  # (F, T, T)
@@ -102,8 +118,36 @@ def spatial_step(x: Tensor, sim: Tensor, tau: float, sampled: Tensor | None = No
     if sampled is not None:  # keep the edges touching a sampled node
         chosen = sampled.view(F, T)
         adjacency &= chosen[:, :, None] | chosen[:, None, :]
-    labels, count = frame_components(adjacency)
-    return ordered_means(x.view(F * T, D), labels, count, degree)
+    also = None
+    if earlier is not None:
+        earlier_members = _members(earlier, F * T)  # (F*T,) indexed by earlier token
+
+        def also(labels: Tensor, roots: Tensor) -> Tensor:  # components whose earlier token differs
+            return (roots & (_members(labels, F * T) != earlier_members[earlier])).sum()
+
+    labels, count, new = frame_components(adjacency, also)
+    order = component_order(labels, count, degree)
+    return _means(x.view(F * T, D), order, count), order, new
+
+
+def _members(ids: Tensor, size: int) -> Tensor:
+    """[size]: how many entries of ids [N] (values in [0, size)) hold each value."""
+    return torch.zeros(size, dtype=torch.long, device=ids.device).index_add_(0, ids, torch.ones_like(ids))
+
+
+Edges = tuple[Tensor, Tensor, Tensor, Tensor]  # u, v, weights [E], diagonal [M']
+
+
+@dataclass
+class Reuse:
+    """What a ratio-mode probe keeps from an earlier probe: its edge list {sim > floor} and, for each of the new
+    graph's tokens, the index of the equal token in the earlier graph (-1 for the `new` tokens that have none).
+    Spatial partitions at two thresholds are nested, so most tokens of nearby probes are equal."""
+
+    edges: Edges
+    floor: float
+    same: Tensor  # (M',) long
+    new: int
 
 
 class TemporalGraph:
@@ -114,23 +158,51 @@ class TemporalGraph:
     triangle: components and degrees at a threshold, and the spanning forest above the floor (Boruvka on the
     edges) from which ratio mode reads its thresholds and cut. The last list is kept, so questions at or above
     its floor cost no second pass. Only a cut below every floor needs the whole tree (one pass per round).
+    With `reuse`, the first list takes the pairs of equal tokens from the earlier probe's list and computes only
+    the pairs that touch a new token; every later pass (only the whole-tree fallback asks for one) is fresh, so
+    one graph never mixes values from two sources.
     """
 
-    def __init__(self, tokens: Tensor) -> None:
+    def __init__(self, tokens: Tensor, reuse: Reuse | None = None) -> None:
         self.size = tokens.shape[0]
         self.x_unit = unit(tokens)  # (M', D)
-        self._edges: tuple[float, tuple[Tensor, Tensor, Tensor, Tensor]] | None = None  # floor, (u, v, w, diag)
+        self._edges: tuple[float, Edges] | None = None  # floor, (u, v, w, diag)
+        self._reuse = reuse
 
     def upper_rows(self, start: int, stop: int) -> Tensor:
         """Similarities of rows start .. stop with columns start .. M' [stop - start, M' - start]; entries below
         the diagonal are not read."""
         return (self.x_unit[start:stop] @ self.x_unit[start:].T).clamp_(-1.0, 1.0)
 
-    def edges(self, floor: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Every edge with similarity > floor (u < v, weights) and the diagonal [M']; one pass unless kept."""
+    def edges(self, floor: float) -> Edges:
+        """Every edge with similarity > floor (ends u, v, weights; -inf weights are no edge) and the diagonal
+        [M']; one pass unless kept."""
         if self._edges is None or self._edges[0] > floor:
-            self._edges = (floor, weighted_edges(self.upper_rows, self.size, floor))
+            reuse = self._reuse if self._edges is None and self._reuse and floor >= self._reuse.floor else None
+            edges = weighted_edges(self.upper_rows, self.size, floor) if reuse is None else self._patch(reuse, floor)
+            self._edges, self._reuse = (floor, edges), None
         return self._edges[1]
+
+    def _patch(self, reuse: Reuse, floor: float) -> Edges:
+        """The edge list above `floor` (>= reuse.floor) from the earlier list's pairs of equal tokens plus one pass
+        over the rows of the new tokens: ordered new tokens first, those pairs are the upper triangle of the first
+        `reuse.new` rows. Earlier pairs that no longer exist keep their slot as a -inf self loop (no edge), so
+        building the list needs no host read beyond the pass's own. The ends of an edge come in either order."""
+        order = torch.argsort(reuse.same, stable=True)  # (M',) new tokens (-1) first
+        x_new_first = self.x_unit[order]
+
+        def upper_rows(start: int, stop: int) -> Tensor:
+            return (x_new_first[start:stop] @ x_new_first[start:].T).clamp_(-1.0, 1.0)
+
+        fu, fv, fw, fresh_diagonal = weighted_edges(upper_rows, self.size, floor, reuse.new)
+        u, v, w, diagonal = reuse.edges
+        slot = torch.full((diagonal.shape[0] + 1,), -1, device=u.device).scatter_(
+            0, torch.where(reuse.same < 0, diagonal.shape[0], reuse.same), torch.arange(self.size, device=u.device))
+        cu, cv = slot[u], slot[v]  # (E,) each: the edge's ends in this graph, -1 where one is gone
+        kept = (torch.minimum(cu, cv) >= 0) & (w > floor)
+        diagonal = diagonal[reuse.same.clamp(min=0)].scatter_(0, order[: reuse.new], fresh_diagonal)
+        return (torch.cat([order[fu], torch.where(kept, cu, 0)]), torch.cat([order[fv], torch.where(kept, cv, 0)]),
+                torch.cat([fw, torch.where(kept, w, NONE)]), diagonal)
 
     def components(self, tau: float, sampled: Tensor | None = None) -> tuple[Tensor, int, Tensor]:
         """SCC at tau: dense labels [M'], their count, and degrees [M'] (self included, full graph)."""
@@ -166,7 +238,7 @@ def scc_tau(x: Tensor, tau: float, epsilon: float | None, seed: int) -> SCCOutpu
     generator = torch.Generator().manual_seed(seed)
     x_unit = unit(x)  # (F, T, D)
     sampled = sampled_nodes(F, T, epsilon, generator, x.device) if epsilon else None  # (F*T,)
-    spatial = spatial_step(x, symmetric_similarity(x_unit), tau, sampled)  # (M', D)
+    spatial, _, _ = spatial_step(x, symmetric_similarity(x_unit), tau, sampled)  # (M', D)
     graph = TemporalGraph(spatial)
     sampled_t = sampled_nodes(1, graph.size, epsilon, generator, x.device) if epsilon else None
     labels, count, degree = graph.components(tau, sampled_t)
@@ -220,7 +292,8 @@ def scc_ratio(x: Tensor, k: int) -> SCCOutput:
     need more temporal merges, at a lower threshold), so one probe brackets the answer between its tau_s and
     its tau_t; the next probe goes where the spatial count is the geometric mean of the counts at the
     bracket's ends (the first: of k and N). Each probe costs one temporal similarity pass and one host read
-    for what the search needs next.
+    for what the search needs next; a probe near an earlier one reuses that probe's edges and computes only the
+    pairs touching its new tokens (`_probe_graph`), which makes the last, refining probe cheap.
     """
     F, T, D = x.shape
     N = F * T
@@ -229,15 +302,17 @@ def scc_ratio(x: Tensor, k: int) -> SCCOutput:
     spatial_weights = _tree_weights(sim)  # (N - F real weights, then -inf) over all frames
     low, high = k, N  # the bracket, as spatial counts
     tau_s = _tau_keeping(spatial_weights, N, round(math.sqrt(low * high)))
-    best = None
+    best, probes = None, []
     for _ in range(_SEARCH_PROBES):
-        spatial = spatial_step(x, sim, tau_s)  # (M', D), M' >= k
-        graph = TemporalGraph(spatial)
+        earlier = min(probes, key=lambda probe: abs(probe.tau - tau_s), default=None)  # most tokens in common
+        spatial, token_of, new = spatial_step(x, sim, tau_s, earlier=None if earlier is None else earlier.token_of)
         floor = tau_s - _SEARCH_WINDOW
+        graph, floor = _probe_graph(spatial, token_of, new, floor, earlier)
         weights_t = graph.tree_weights(floor)
-        tau_t, count_t, next_up, next_down = _probe_result(spatial_weights, N, weights_t, k, graph.size, floor,
-                                                           low, high)
-        gap = (floor if tau_t is None else tau_t) - tau_s
+        probes.append(_Probe(tau_s, floor, graph.edges(floor), token_of))
+        tau_t, count_t, next_up, next_down = _probe_result(spatial_weights, N, weights_t, k, graph.size,
+                                                           tau_s - _SEARCH_WINDOW, low, high)
+        gap = -_SEARCH_WINDOW if tau_t is None else tau_t - tau_s
         if best is None or abs(gap) < abs(best[0]):
             best = (gap, tau_s, spatial, graph, weights_t, tau_t)
         if gap > 0:  # the answer lies in (tau_s, tau_t]: more spatial tokens, up to the count at tau_t
@@ -251,6 +326,37 @@ def scc_ratio(x: Tensor, k: int) -> SCCOutput:
     kept = ordered_means(spatial, labels, k, degree)  # (k, D)
     tokens, assignment = merge_into_kept(x.view(N, D), kept, x_unit.view(N, D))
     return SCCOutput(tokens, assignment, graph.size, tau_s, tau_t)
+
+
+@dataclass
+class _Probe:
+    """What a later probe may reuse: the spatial threshold, the temporal edge list above `floor` and the token of
+    every node [N]."""
+
+    tau: float
+    floor: float
+    edges: Edges
+    token_of: Tensor
+
+
+def _probe_graph(
+    spatial: Tensor, token_of: Tensor, new: int, floor: float, earlier: _Probe | None,
+) -> tuple[TemporalGraph, float]:
+    """The temporal graph of a probe's spatial tokens [M', D] (token_of [N]: each node's token), reusing the
+    earlier probe's edges when at most _REUSE_SHARE of the tokens are `new` (not tokens of that probe): the pass
+    then costs about 2s - s^2 of a fresh one for a new share s. The floor is raised to the earlier probe's where
+    it lay higher: the search has then moved below that probe, where fewer spatial tokens need fewer temporal
+    merges, so the temporal threshold lies higher still. Returns the graph and the floor its tree is built above.
+    """
+    size = spatial.shape[0]
+    if earlier is None or new > _REUSE_SHARE * size:
+        return TemporalGraph(spatial), floor
+    earlier_size = earlier.edges[3].shape[0]
+    earlier_members = _members(earlier.token_of, earlier_size)  # (M_earlier,)
+    holder = torch.empty(size, dtype=torch.long, device=spatial.device).scatter_(0, token_of, earlier.token_of)
+    same = torch.where(_members(token_of, size) == earlier_members[holder], holder, -1)  # (M',)
+    reuse = Reuse(earlier.edges, earlier.floor, same, new)
+    return TemporalGraph(spatial, reuse), max(floor, earlier.floor)
 
 
 def _probe_result(
