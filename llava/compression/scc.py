@@ -178,7 +178,7 @@ class TemporalGraph:
         """Every edge with similarity > floor (ends u, v, weights; -inf weights are no edge) and the diagonal
         [M']; one pass unless kept."""
         if self._edges is None or self._edges[0] > floor:
-            reuse = self._reuse if self._edges is None and self._reuse and floor >= self._reuse.floor else None
+            reuse = self._reuse if self._reuse is not None and floor >= self._reuse.floor else None
             edges = weighted_edges(self.upper_rows, self.size, floor) if reuse is None else self._patch(reuse, floor)
             self._edges, self._reuse = (floor, edges), None
         return self._edges[1]
