@@ -625,8 +625,9 @@ def test_spatial_step_counts_tokens_not_in_the_earlier_step() -> None:
         return sets
 
     for earlier_tau, tau in [(0.5, 0.7), (0.7, 0.5), (0.6, 0.6), (0.2, 0.9)]:
-        _, earlier_of, _ = scc_module.spatial_step(x, sim, earlier_tau)
-        tokens, _, new = scc_module.spatial_step(x, sim, tau, earlier=earlier_of)
+        earlier_tokens, earlier_of, _ = scc_module.spatial_step(x, sim, earlier_tau)
+        earlier_members = torch.bincount(earlier_of, minlength=earlier_tokens.shape[0])
+        tokens, _, new = scc_module.spatial_step(x, sim, tau, earlier=(earlier_of, earlier_members))
         expected = len(member_sets(tau) - member_sets(earlier_tau))
         assert new == expected and (expected > 0) == (earlier_tau != tau)
 

@@ -101,11 +101,12 @@ def _touching(sampled: Tensor | None, u: Tensor, v: Tensor) -> tuple[Tensor, Ten
 
 
 def spatial_step(
-    x: Tensor, sim: Tensor, tau: float, sampled: Tensor | None = None, earlier: Tensor | None = None,
+    x: Tensor, sim: Tensor, tau: float, sampled: Tensor | None = None, earlier: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, int]:
     """x [F, T, D], sim [F, T, T] (symmetric: an edge is one value) -> SCC tokens of every frame, concatenated in
     frame order [M', D], the token every node went into [F*T], and, given an earlier spatial step on the same
-    table (`earlier` [F*T]: its token of every node), how many tokens are not tokens of that step (else 0).
+    table (`earlier`: its token of every node [F*T] and its tokens' member counts), how many tokens are not tokens
+    of that step (else 0).
 
     All frames form one graph of F*T nodes without edges between frames, so one components call serves every
     frame, and the frame-major node index orders the output frame by frame. Partitions of one table at two
@@ -120,10 +121,10 @@ def spatial_step(
         adjacency &= chosen[:, :, None] | chosen[:, None, :]
     also = None
     if earlier is not None:
-        earlier_members = _members(earlier, F * T)  # (F*T,) indexed by earlier token
+        earlier_of, earlier_members = earlier
 
         def also(labels: Tensor, roots: Tensor) -> Tensor:  # components whose earlier token differs
-            return (roots & (_members(labels, F * T) != earlier_members[earlier])).sum()
+            return (roots & (_members(labels, F * T) != earlier_members[earlier_of])).sum()
 
     labels, count, new = frame_components(adjacency, also)
     order = component_order(labels, count, degree)
@@ -305,11 +306,13 @@ def scc_ratio(x: Tensor, k: int) -> SCCOutput:
     best, probes = None, []
     for _ in range(_SEARCH_PROBES):
         earlier = min(probes, key=lambda probe: abs(probe.tau - tau_s), default=None)  # most tokens in common
-        spatial, token_of, new = spatial_step(x, sim, tau_s, earlier=None if earlier is None else earlier.token_of)
+        spatial, token_of, new = spatial_step(
+            x, sim, tau_s, earlier=None if earlier is None else (earlier.token_of, earlier.members))
+        members = _members(token_of, spatial.shape[0])  # (M',)
         floor = tau_s - _SEARCH_WINDOW
-        graph, floor = _probe_graph(spatial, token_of, new, floor, earlier)
+        graph, floor = _probe_graph(spatial, token_of, members, new, floor, earlier)
         weights_t = graph.tree_weights(floor)
-        probes.append(_Probe(tau_s, floor, graph.edges(floor), token_of))
+        probes.append(_Probe(tau_s, floor, graph.edges(floor), token_of, members))
         tau_t, count_t, next_up, next_down = _probe_result(spatial_weights, N, weights_t, k, graph.size,
                                                            tau_s - _SEARCH_WINDOW, low, high)
         gap = -_SEARCH_WINDOW if tau_t is None else tau_t - tau_s
@@ -330,31 +333,31 @@ def scc_ratio(x: Tensor, k: int) -> SCCOutput:
 
 @dataclass
 class _Probe:
-    """What a later probe may reuse: the spatial threshold, the temporal edge list above `floor` and the token of
-    every node [N]."""
+    """What a later probe may reuse: the spatial threshold, the temporal edge list above `floor`, the token of
+    every node [N] and each token's member count [M']."""
 
     tau: float
     floor: float
     edges: Edges
     token_of: Tensor
+    members: Tensor
 
 
 def _probe_graph(
-    spatial: Tensor, token_of: Tensor, new: int, floor: float, earlier: _Probe | None,
+    spatial: Tensor, token_of: Tensor, members: Tensor, new: int, floor: float, earlier: _Probe | None,
 ) -> tuple[TemporalGraph, float]:
-    """The temporal graph of a probe's spatial tokens [M', D] (token_of [N]: each node's token), reusing the
-    earlier probe's edges when at most _REUSE_SHARE of the tokens are `new` (not tokens of that probe): the pass
-    then costs about 2s - s^2 of a fresh one for a new share s. The floor is raised to the earlier probe's where
-    it lay higher: the search has then moved below that probe, where fewer spatial tokens need fewer temporal
-    merges, so the temporal threshold lies higher still. Returns the graph and the floor its tree is built above.
+    """The temporal graph of a probe's spatial tokens [M', D] (token_of [N]: each node's token; members [M']: each
+    token's node count), reusing the earlier probe's edges when at most _REUSE_SHARE of the tokens are `new` (not
+    tokens of that probe): the pass then costs about 2s - s^2 of a fresh one for a new share s. The floor is raised
+    to the earlier probe's where it lay higher: the search has then moved below that probe, where fewer spatial
+    tokens need fewer temporal merges, so the temporal threshold lies higher still. Returns the graph and the floor
+    its tree is built above.
     """
     size = spatial.shape[0]
     if earlier is None or new > _REUSE_SHARE * size:
         return TemporalGraph(spatial), floor
-    earlier_size = earlier.edges[3].shape[0]
-    earlier_members = _members(earlier.token_of, earlier_size)  # (M_earlier,)
     holder = torch.empty(size, dtype=torch.long, device=spatial.device).scatter_(0, token_of, earlier.token_of)
-    same = torch.where(_members(token_of, size) == earlier_members[holder], holder, -1)  # (M',)
+    same = torch.where(members == earlier.members[holder], holder, -1)  # (M',)
     reuse = Reuse(earlier.edges, earlier.floor, same, new)
     return TemporalGraph(spatial, reuse), max(floor, earlier.floor)
 
