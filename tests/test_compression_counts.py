@@ -17,7 +17,7 @@ from synthetic import region_video  # noqa: E402
 # (config, frames) -> (max round trips, max ops). Tau mode meets the targets (<= 10, <= 200) at 32
 # frames (4 / 197 here); a longer video keeps the round trips (one read per pass, not per tile) and adds ~10 ops
 # per extra similarity tile (96 frames: 225 ops). Ratio mode meets the round-trip target (<= 30: 23 here, 27 at
-# D = 896, 30 at D = 3584) but not the ops one (<= 600: ~1,070 here, ~1,310 at D = 896): its search reads up to
+# D = 896, 30 at D = 3584) but not the ops one (<= 600: ~1,060 here, ~1,300 at D = 896): its search reads up to
 # three temporal spanning trees by Boruvka, ~50 ops per round, and a probe that reuses an earlier probe's edges
 # adds ~45. The bounds guard what it reaches today.
 BUDGETS = {
