@@ -194,70 +194,75 @@ def degrees(u: Tensor, v: Tensor, w: Tensor, diagonal: Tensor, tau: float) -> Te
 
 
 # ----------------------------------------------------------------------------------------- Boruvka
-def boruvka(table: Tensor, max_merges: int | None = None) -> tuple[Tensor, Tensor, int]:
+def boruvka(table: Tensor) -> tuple[Tensor, Tensor, int]:
     """Maximum spanning forest of each graph in `table` [B, M, M] (symmetric similarities; -inf = no edge).
 
     Returns labels [B, M] (dense per graph, 0 .. count-1), the forest's edge weights [B * M * rounds], -inf
     where a slot took no edge (sort descending to read them strongest first), and the largest count. Each
     round every component takes its strongest outgoing edge (ties to the lowest target, which keeps every round
     cycle-free), the components merge along those edges, and the table is contracted to the strongest edge
-    between each pair of new components, so the work shrinks geometrically. With `max_merges` (B == 1), at most
-    that many edges are taken, strongest first (ties to the lower slot): any subset of a round's edges is a
-    forest, so each taken edge removes exactly one component. The table's diagonal is overwritten.
+    between each pair of new components, so the work shrinks geometrically. The table's diagonal is overwritten.
     """
     B, M, _ = table.shape
     table.diagonal(dim1=1, dim2=2).fill_(NONE)
-    comp = torch.arange(M, device=table.device).expand(B, M)  # (B, M) node -> component slot
-    taken_weights, budget, count = [], max_merges, M
-    while budget is None or budget > 0:
+    ids = torch.arange(M, device=table.device)
+    comp = ids.expand(B, M)  # (B, M) node -> component slot
+    taken_weights = []
+    while True:
+        slots = ids[: table.shape[1]].expand(B, -1)  # (B, C)
         weight, target = table.max(dim=-1)  # (B, C) strongest edge leaving each component, ties -> lowest slot
-        take = forest_edges(weight, target, budget)  # (B, C)
-        slot, count, merges, _ = merge_slots(take, target)
+        parent = forest_parent(weight, target, slots)
+        slot, count, merges, _ = merge_slots(parent, slots)
         if merges == 0:
             break
-        taken_weights.append(torch.where(take, weight, NONE).view(-1))
+        taken_weights.append(weight.masked_fill(parent == slots, NONE).view(-1))
         comp = slot.gather(1, comp)
         if count == 1:  # every graph is one component: nothing left to take
             break
         table = contract(table, slot, count)
-        budget = None if budget is None else budget - merges
     weights = torch.cat(taken_weights) if taken_weights else table.new_full((1,), NONE)
     return comp, weights, count
 
 
-def forest_edges(weight: Tensor, target: Tensor, budget: int | None) -> Tensor:
-    """[B, C] bool: the slots whose chosen edge enters the forest (a mutual choice counts once, at the lower
-    slot); with a budget, only the `budget` strongest of them (ties to the lower slot)."""
-    slots = torch.arange(weight.shape[1], device=weight.device)
-    take = (weight > NONE) & ((target.gather(1, target) != slots) | (slots < target))  # (B, C) not the upper twin
+def forest_parent(weight: Tensor, target: Tensor, slots: Tensor, budget: int | None = None) -> Tensor:
+    """[B, C]: the slot each slot merges into along its chosen edge (weight [B, C], -inf for none, to `target`),
+    itself where it takes no edge. Both ends of a mutual choice picked the same edge: only the lower slot takes
+    it. With a budget, only the `budget` strongest edges are taken (ties to the lower slot): any subset of a
+    round's edges is a forest, so each taken edge removes exactly one component."""
+    parent = torch.where(weight > NONE, target, slots)  # (B, C)
+    upper_twin = (parent.gather(1, parent) == slots) & (slots > parent)
+    parent = torch.where(upper_twin, slots, parent)
     if budget is None:
-        return take
-    order = torch.sort(torch.where(take, weight, NONE).view(-1), descending=True, stable=True).indices
+        return parent
+    order = torch.sort(weight.masked_fill(parent == slots, NONE).view(-1), descending=True, stable=True).indices
     rank = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
-    return take & (rank < budget).view(take.shape)
+    return torch.where((rank < budget).view(parent.shape), parent, slots)
+
+
+AfterMerge = Callable[[Tensor], tuple[Tensor, object]]  # new slots [B, C] -> (0-d answer, payload)
 
 
 def merge_slots(
-    take: Tensor, target: Tensor, also: Callable[[Tensor], Tensor] | None = None,
-) -> tuple[Tensor, int, int, bool]:
-    """Merge each slot into its target where `take`. Returns the new dense slot of every old slot [B, C], the
-    new slot count (the most components any graph keeps), the number of merges and `also(new slots)` (a 0-d
-    bool the caller wants to know about the merged graph; True without one), from one host read (more only for
-    a merge forest deeper than 2^_JUMPS_PER_CHECK)."""
-    B, C = take.shape
-    slots = torch.arange(C, device=take.device)
-    parent = torch.where(take, target, slots)  # (B, C) a forest: roots point at themselves
+    parent: Tensor, slots: Tensor, also: AfterMerge | None = None,
+) -> tuple[Tensor, int, int, tuple[float, object] | None]:
+    """Merge each slot into its `parent` [B, C] (a forest over the slots; roots are their own parent). Returns
+    the new dense slot of every old slot [B, C] (roots numbered in slot order), the new slot count (the most
+    components any graph keeps), the number of merges, and `also(new slots)`: its 0-d answer, read with the
+    rest in one host read (more only for a merge forest deeper than 2^_JUMPS_PER_CHECK), and its payload."""
+    B, C = parent.shape
     while True:
         for _ in range(_JUMPS_PER_CHECK):
             parent = parent.gather(1, parent)
         root = parent == slots  # (B, C)
-        slot = (root.cumsum(dim=1) - 1).gather(1, parent)  # (B, C) roots numbered in slot order
-        facts = [root.sum(dim=1).amax(), take.sum(), (parent.gather(1, parent) != parent).any()]
+        slot = (root.cumsum(dim=1) - 1).gather(1, parent)  # (B, C)
+        facts = [root.sum(dim=1), root.gather(1, parent).all().view(1)]  # roots per graph, flat forest
         if also is not None:
-            facts.append(also(slot))
-        values = read_floats(torch.stack(facts))  # count, merges, unfinished(, also)
-        if not values[2]:
-            return slot, int(values[0]), int(values[1]), also is None or bool(values[3])
+            answer, payload = also(slot)
+            facts.append(answer.view(1))
+        values = read_floats(torch.cat(facts))
+        if values[B]:
+            roots = values[:B]
+            return slot, int(max(roots)), B * C - int(sum(roots)), None if also is None else (values[B + 1], payload)
 
 
 def contract(table: Tensor, slot: Tensor, new_c: int) -> Tensor:

@@ -10,14 +10,10 @@ Memory stays O(tile x M + edges) either way; each round costs one host read.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
-from .graph import NONE, Rows, forest_edges, merge_slots, upper_tiles
-
-Outgoing = Callable[[Tensor, int], tuple[Tensor, Tensor]]  # (comp [M], C) -> strongest weight, target [C]
+from .graph import NONE, Rows, forest_parent, merge_slots, upper_tiles
 
 
 def edge_boruvka(
@@ -26,69 +22,64 @@ def edge_boruvka(
 ) -> tuple[Tensor, Tensor, int]:
     """Maximum spanning forest of the edge list (u, v, w) over `size` nodes (-inf weights are no edges);
     start [size] with `count`: initial dense component labels; max_merges: at most that many edges, strongest
-    first. Returns dense labels [size], the forest's edge weights (-inf padded) and the component count."""
+    first. Returns dense labels [size], the forest's edge weights (-inf padded) and the component count.
 
-    real = w > NONE  # (E,) -inf weights are no edges
+    Every edge is held from both ends (2E entries: the component it leaves, the one it enters), so one scatter
+    per round finds each component's strongest edge and one more its lowest target among ties. The round's host
+    read also asks whether an edge still joins two components, so the last round is not followed by one that
+    only finds nothing left."""
+    ids = torch.arange(size, device=w.device)
+    comp, C = (ids, size) if start is None else (start, count)
+    v = torch.where(w > NONE, v, u)  # no edge: a self loop, never between two components
+    ends = torch.cat([u, v]), torch.cat([v, u])  # (2E,) each: the end an entry leaves from, the end it enters
+    src, dst = ends if start is None else (start[ends[0]], start[ends[1]])  # (2E,) their components
+    weights = torch.cat([w, w])
+    taken_weights, budget = [], max_merges
+    while budget is None or budget > 0:
+        out = weights.masked_fill(src == dst, NONE)  # edges inside a component are no longer candidates
+        best = out.new_full((C,), NONE).scatter_reduce_(0, src, out, "amax")  # (C,)
+        offer = dst.masked_fill(out != best[src], C)  # (2E,) a component with no edge gets no target: discarded
+        target = torch.full((C,), C, device=w.device).scatter_reduce_(0, src, offer, "amin")  # ties -> lowest
+        slots = ids[None, :C]
+        parent = forest_parent(best[None], target[None], slots, budget)  # (1, C)
 
-    def outgoing(comp: Tensor, C: int) -> tuple[Tensor, Tensor]:
-        cu, cv = comp[u], comp[v]  # (E,) each
-        out = torch.where(cu != cv, w, NONE)  # edges inside a component are no longer candidates
-        best = out.new_full((C,), NONE).scatter_reduce_(0, cu, out, "amax").scatter_reduce_(0, cv, out, "amax")
-        # an edge matching its end's best is a real candidate unless that best is -inf (no edge), a target
-        # `_rounds` discards
-        target = torch.full((C,), C, device=w.device).scatter_reduce_(
-            0, cu, torch.where(out == best[cu], cv, C), "amin").scatter_reduce_(
-            0, cv, torch.where(out == best[cv], cu, C), "amin")
-        return best, target
+        def relabel(slot: Tensor, src: Tensor = src, dst: Tensor = dst) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+            new_src, new_dst = slot[0][src], slot[0][dst]  # is an edge left? (and the ends for the next round)
+            return (new_src != new_dst).any(), (new_src, new_dst)
 
-    def edges_left(comp: Tensor) -> Tensor:
-        return ((comp[u] != comp[v]) & real).any()
-
-    return _rounds(outgoing, size, w.device, start, count, max_merges, edges_left)
+        slot, new_c, merges, (more, (src, dst)) = merge_slots(parent, slots, relabel)
+        if merges == 0:
+            break
+        taken_weights.append(best.masked_fill(parent[0] == ids[:C], NONE))
+        comp, C = slot[0][comp], new_c
+        budget = None if budget is None else budget - merges
+        if not more:
+            break
+    weights = torch.cat(taken_weights) if taken_weights else torch.full((1,), NONE, device=w.device)
+    return comp, weights, C
 
 
 def tiled_boruvka(upper_rows: Rows, size: int) -> tuple[Tensor, Tensor, int]:
     """Maximum spanning tree of the whole graph whose similarity table's upper triangle `upper_rows` gives, in the
     row tiles of `graph.upper_tiles` (so every pair has the bits the edge lists read): one pass per round."""
-
     first = upper_rows(0, 1)  # the working precision and device: weights keep it, so cuts compare exact values
-
-    def outgoing(comp: Tensor, C: int) -> tuple[Tensor, Tensor]:
+    ids = torch.arange(size, device=first.device)
+    comp, C = ids, size
+    taken_weights = []
+    while True:
         node_w, node_t = _best_outgoing(upper_rows, size, comp, C, first.dtype)  # (M,) each
         best = node_w.new_full((C,), NONE).scatter_reduce_(0, comp, node_w, "amax")  # (C,)
-        # members holding their component's best offer their target (C where they have no edge; a -inf best's
-        # target is discarded by `_rounds`), the lowest wins
-        target = torch.full((C,), C, device=comp.device).scatter_reduce_(
-            0, comp, torch.where(node_w == best[comp], node_t, C), "amin")  # (C,)
-        return best, target
-
-    return _rounds(outgoing, size, first.device, None, None, None, None)
-
-
-def _rounds(
-    outgoing: Outgoing, size: int, device: torch.device,
-    start: Tensor | None, count: int | None, max_merges: int | None, edges_left: Callable[[Tensor], Tensor] | None,
-) -> tuple[Tensor, Tensor, int]:
-    """Boruvka rounds given each component's strongest outgoing edge (weight, target component). `edges_left`
-    (comp -> 0-d bool: does an edge still join two components?) is asked in the round's one host read, so the
-    last round is not followed by one that only finds nothing left."""
-    comp = torch.arange(size, device=device) if start is None else start  # (M,) node -> component
-    C = size if start is None else count
-    taken_weights, budget = [], max_merges
-    while budget is None or budget > 0:
-        best, target = outgoing(comp, C)  # (C,) each
-        target = torch.where(best > NONE, target, torch.arange(C, device=device))  # self when no edge
-        take = forest_edges(best[None], target[None], budget)  # (1, C)
-        left = (lambda slot, comp=comp: edges_left(slot[0][comp])) if edges_left else None
-        slot, new_c, merges, more = merge_slots(take, target[None], left)
+        # members holding their component's best offer their target (C where they have no edge), the lowest wins
+        offer = node_t.masked_fill(node_w != best[comp], C)
+        target = torch.full((C,), C, device=comp.device).scatter_reduce_(0, comp, offer, "amin")  # (C,)
+        slots = ids[None, :C]
+        parent = forest_parent(best[None], target[None], slots)  # (1, C)
+        slot, new_c, merges, _ = merge_slots(parent, slots)
         if merges == 0:
             break
-        taken_weights.append(torch.where(take[0], best, NONE))
+        taken_weights.append(best.masked_fill(parent[0] == ids[:C], NONE))
         comp, C = slot[0][comp], new_c
-        budget = None if budget is None else budget - merges
-        if not more:
-            break
-    weights = torch.cat(taken_weights) if taken_weights else torch.full((1,), NONE, device=device)
+    weights = torch.cat(taken_weights) if taken_weights else torch.full((1,), NONE, device=first.device)
     return comp, weights, C
 
 
