@@ -110,10 +110,10 @@ def frame_components(adjacency: Tensor, also: Also | None = None) -> tuple[Tenso
     those among its members, then labels jump twice.
     """
     B, M, _ = adjacency.shape
-    none = B * M  # larger than every label
+    none, apart = B * M, ~adjacency  # a label larger than every label; the pairs without an edge
 
     def pull(labels: Tensor) -> Tensor:
-        low = torch.minimum(labels, torch.where(adjacency, labels.view(B, 1, M), none).amin(dim=-1).view(B * M))
+        low = torch.minimum(labels, labels.view(B, 1, M).masked_fill(apart, none).amin(dim=-1).view(B * M))
         return low.scatter_reduce(0, labels, low, "amin")  # hook: each root takes its members' smallest
 
     return _propagate(pull, torch.arange(B * M, device=adjacency.device), also)
@@ -183,7 +183,7 @@ def weighted_edges(
 def _tile_edges(sim: Tensor, edges: Tensor, start: int, pairs: list[Tensor], weights: list[Tensor]) -> None:
     """Append a tile's local (row, column) pairs [E, 2] (-1 = padding) as global (u, v), both offset by the
     tile's start, and their weights (-inf for padding, which reads the tile's last entry and is masked out)."""
-    weights.append(torch.where(edges[:, 0] >= 0, sim[edges[:, 0], edges[:, 1]], NONE))
+    weights.append(sim[edges[:, 0], edges[:, 1]].masked_fill(edges[:, 0] < 0, NONE))
     pairs.append(edges.add_(start) if start else edges)
 
 
@@ -194,19 +194,18 @@ def degrees(u: Tensor, v: Tensor, w: Tensor, diagonal: Tensor, tau: float) -> Te
 
 
 # ----------------------------------------------------------------------------------------- Boruvka
-def boruvka(table: Tensor) -> tuple[Tensor, Tensor, int]:
-    """Maximum spanning forest of each graph in `table` [B, M, M] (symmetric similarities; -inf = no edge).
+def boruvka(table: Tensor) -> Tensor:
+    """Maximum spanning forest weights of each graph in `table` [B, M, M] (symmetric similarities; -inf = no
+    edge): [B * M * rounds], -inf where a slot took no edge (sort descending to read them strongest first).
 
-    Returns labels [B, M] (dense per graph, 0 .. count-1), the forest's edge weights [B * M * rounds], -inf
-    where a slot took no edge (sort descending to read them strongest first), and the largest count. Each
-    round every component takes its strongest outgoing edge (ties to the lowest target, which keeps every round
-    cycle-free), the components merge along those edges, and the table is contracted to the strongest edge
-    between each pair of new components, so the work shrinks geometrically. The table's diagonal is overwritten.
+    Each round every component takes its strongest outgoing edge (ties to the lowest target, which keeps every
+    round cycle-free), the components merge along those edges, and the table is contracted to the strongest
+    edge between each pair of new components, so the work shrinks geometrically. The table's diagonal is
+    overwritten.
     """
     B, M, _ = table.shape
     table.diagonal(dim1=1, dim2=2).fill_(NONE)
-    ids = torch.arange(M, device=table.device)
-    comp = ids.expand(B, M)  # (B, M) node -> component slot
+    ids, graphs = torch.arange(M, device=table.device), torch.arange(B, device=table.device)[:, None]
     taken_weights = []
     while True:
         slots = ids[: table.shape[1]].expand(B, -1)  # (B, C)
@@ -216,12 +215,10 @@ def boruvka(table: Tensor) -> tuple[Tensor, Tensor, int]:
         if merges == 0:
             break
         taken_weights.append(weight.masked_fill(parent == slots, NONE).view(-1))
-        comp = slot.gather(1, comp)
         if count == 1:  # every graph is one component: nothing left to take
             break
-        table = contract(table, slot, count)
-    weights = torch.cat(taken_weights) if taken_weights else table.new_full((1,), NONE)
-    return comp, weights, count
+        table = contract(table, slot.add(graphs, alpha=count), count)
+    return torch.cat(taken_weights) if taken_weights else table.new_full((1,), NONE)
 
 
 def forest_parent(weight: Tensor, target: Tensor, slots: Tensor, budget: int | None = None) -> Tensor:
@@ -230,8 +227,8 @@ def forest_parent(weight: Tensor, target: Tensor, slots: Tensor, budget: int | N
     it. With a budget, only the `budget` strongest edges are taken (ties to the lower slot): any subset of a
     round's edges is a forest, so each taken edge removes exactly one component."""
     parent = torch.where(weight > NONE, target, slots)  # (B, C)
-    upper_twin = (parent.gather(1, parent) == slots) & (slots > parent)
-    parent = torch.where(upper_twin, slots, parent)
+    twin = parent.gather(1, parent) == slots  # a mutual choice (or a root)
+    parent = torch.where(twin, torch.maximum(parent, slots), parent)  # the upper twin becomes the root
     if budget is None:
         return parent
     order = torch.sort(weight.masked_fill(parent == slots, NONE).view(-1), descending=True, stable=True).indices
@@ -265,15 +262,15 @@ def merge_slots(
             return slot, int(max(roots)), B * C - int(sum(roots)), None if also is None else (values[B + 1], payload)
 
 
-def contract(table: Tensor, slot: Tensor, new_c: int) -> Tensor:
-    """[B, C, C] symmetric similarities -> [B, C', C'] strongest edge between each pair of groups; slot [B, C]
-    gives each row's group in [0, C').
+def contract(table: Tensor, group: Tensor, new_c: int) -> Tensor:
+    """[B, C, C] symmetric similarities -> [B, C', C'] strongest edge between each pair of groups; group [B, C]
+    gives each row's group in [0, C') offset by C' per graph (graph b's groups are b * C' .. b * C' + C' - 1).
 
     Two grouped row-maxima (index_reduce_, ~10x faster than scatter_reduce_ here): rows, then the rows of the
     transpose, which by symmetry are the columns.
     """
     B, C, _ = table.shape
-    group = (slot + torch.arange(B, device=slot.device)[:, None] * new_c).view(B * C)  # (B*C,) global group id
+    group = group.view(B * C)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="index_reduce", category=UserWarning)
         rows = table.new_full((B * new_c, C), NONE).index_reduce_(0, group, table.reshape(B * C, C), "amax")

@@ -24,11 +24,17 @@ def merge_into_kept(x: Tensor, kept: Tensor, x_unit: Tensor | None = None) -> tu
     kept_n = unit(kept)  # (K, D)
     x_unit = unit(x) if x_unit is None else x_unit  # (N, D)
     assignment = torch.cat([(rows @ kept_n.T).argmax(dim=1) for rows in x_unit.split(_TILE_ROWS)])  # (N,)
-    wide = torch.promote_types(x.dtype, torch.float32)  # counts stay exact in fp16 / bf16 modes too
+    wide = accumulation_dtype(x.dtype)  # counts stay exact in fp16 / bf16 modes too
     counts = torch.ones(kept.shape[0], dtype=wide, device=x.device).index_add_(
         0, assignment, torch.ones_like(assignment, dtype=wide))  # (K,) 1 + tokens assigned
     merged = accumulate_rows(kept, assignment, x).div_(counts[:, None])  # (K, D), in kept's memory and dtype
     return merged, assignment
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32, or float64 for float64: where fp16 / bf16 sums and counts run (chosen in Python: asking torch to
+    promote the dtypes dispatches an op)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def segment_sum(values: Tensor, index: Tensor, size: int) -> Tensor:

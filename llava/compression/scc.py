@@ -36,7 +36,7 @@ from .graph import (
     unit,
     weighted_edges,
 )
-from .merge import merge_into_kept, segment_sum
+from .merge import accumulation_dtype, merge_into_kept, segment_sum
 from .temporal_forest import edge_boruvka, tiled_boruvka
 
 _SEARCH_PROBES = 3  # temporal passes the ratio mode may spend finding a common threshold
@@ -78,7 +78,7 @@ def component_order(labels: Tensor, count: int, degree: Tensor) -> Tensor:
 
 def _means(x: Tensor, order: Tensor, count: int) -> Tensor:
     """[count, D]: the mean of the rows of x [N, D] at each output position `order` [N] gives."""
-    wide = torch.promote_types(x.dtype, torch.float32)  # fp16/bf16 means round once, as their torch.mean does
+    wide = accumulation_dtype(x.dtype)  # fp16/bf16 means round once, as their torch.mean does
     sizes = torch.zeros(count, dtype=wide, device=x.device).index_add_(0, order, torch.ones_like(order, dtype=wide))
     sums = segment_sum(x.to(wide), order, count)  # (C, D)
     return sums.div_(sizes[:, None]).to(x.dtype)  # in place: no second [C, D] buffer
@@ -198,12 +198,12 @@ class TemporalGraph:
         fu, fv, fw, fresh_diagonal = weighted_edges(upper_rows, self.size, floor, reuse.new)
         u, v, w, diagonal = reuse.edges
         slot = torch.full((diagonal.shape[0] + 1,), -1, device=u.device).scatter_(
-            0, torch.where(reuse.same < 0, diagonal.shape[0], reuse.same), torch.arange(self.size, device=u.device))
+            0, reuse.same.masked_fill(reuse.same < 0, diagonal.shape[0]), torch.arange(self.size, device=u.device))
         cu, cv = slot[u], slot[v]  # (E,) each: the edge's ends in this graph, -1 where one is gone
-        kept = (torch.minimum(cu, cv) >= 0) & (w > floor)
+        gone = (torch.minimum(cu, cv) < 0) | (w <= floor)
         diagonal = diagonal[reuse.same.clamp(min=0)].scatter_(0, order[: reuse.new], fresh_diagonal)
-        return (torch.cat([order[fu], torch.where(kept, cu, 0)]), torch.cat([order[fv], torch.where(kept, cv, 0)]),
-                torch.cat([fw, torch.where(kept, w, NONE)]), diagonal)
+        return (torch.cat([order[fu], cu.masked_fill(gone, 0)]), torch.cat([order[fv], cv.masked_fill(gone, 0)]),
+                torch.cat([fw, w.masked_fill(gone, NONE)]), diagonal)
 
     def components(self, tau: float, sampled: Tensor | None = None) -> tuple[Tensor, int, Tensor]:
         """SCC at tau: dense labels [M'], their count, and degrees [M'] (self included, full graph)."""
@@ -227,7 +227,7 @@ class TemporalGraph:
         below = float(torch.nextafter(torch.tensor(tau, dtype=self.x_unit.dtype),
                                       torch.tensor(NONE, dtype=self.x_unit.dtype)))
         u, v, w, _ = self.edges(below)  # every edge >= tau
-        tied = torch.where(w >= tau, w, NONE)
+        tied = w.masked_fill(w < tau, NONE)
         groups, _, new_count = edge_boruvka(u, v, tied, self.size, start=labels, count=count, max_merges=merges)
         return groups, new_count
 
@@ -250,7 +250,7 @@ def scc_tau(x: Tensor, tau: float, epsilon: float | None, seed: int) -> SCCOutpu
 
 def _tree_weights(sim: Tensor) -> Tensor:
     """Maximum spanning tree weights of each graph in a dense batch [B, M, M], strongest first, -inf padded."""
-    return torch.sort(boruvka(sim.detach().clone())[1], descending=True).values
+    return torch.sort(boruvka(sim.detach().clone()), descending=True).values
 
 
 def _tau_keeping(weights: Tensor, num_nodes: int, count: int, floored: bool = False) -> float | None:
@@ -357,7 +357,7 @@ def _probe_graph(
     if earlier is None or new > _REUSE_SHARE * size:
         return TemporalGraph(spatial), floor
     holder = torch.empty(size, dtype=torch.long, device=spatial.device).scatter_(0, token_of, earlier.token_of)
-    same = torch.where(members == earlier.members[holder], holder, -1)  # (M',)
+    same = holder.masked_fill(members != earlier.members[holder], -1)  # (M',)
     reuse = Reuse(earlier.edges, earlier.floor, same, new)
     return TemporalGraph(spatial, reuse), max(floor, earlier.floor)
 
@@ -370,18 +370,18 @@ def _probe_result(
     for None), and the next probe's spatial threshold for either side of the bracket (up: between `size` and
     that count; down: between that count and `size`), each as `_tau_keeping` gives it."""
     tau_t = weights_t[size - k] if size - k < weights_t.numel() else weights_t.new_tensor(NONE)  # size >= k
-    count_t = num_nodes - (spatial_weights > torch.where(tau_t > NONE, tau_t, floor)).sum()  # 0-d
-    up = (size * torch.clamp(count_t, max=high).double()).sqrt().round()  # spatial counts of the next probe
-    down = (size * torch.clamp(count_t, min=low).double()).sqrt().round()
-    up, down = (_threshold_keeping(spatial_weights, num_nodes, count) for count in (up, down))
-    values = read_floats(torch.stack([tau_t.double(), count_t.double(), up.double(), down.double()]))
+    count_t = num_nodes - (spatial_weights > tau_t.masked_fill(tau_t == NONE, floor)).sum()  # 0-d
+    bounds = torch.stack([count_t.clamp(max=high), count_t.clamp(min=low)])  # (2,) the bracket's ends
+    counts = (size * bounds.double()).sqrt().round()  # spatial counts of the next probe, up and down
+    thresholds = _threshold_keeping(spatial_weights, num_nodes, counts)  # (2,)
+    values = read_floats(torch.cat([tau_t.view(1).double(), count_t.view(1), thresholds.double()]))
     return (None if values[0] == NONE else values[0]), int(values[1]), values[2], values[3]
 
 
-def _threshold_keeping(weights: Tensor, num_nodes: int, count: Tensor) -> Tensor:
-    """`_tau_keeping` (unfloored) for a count in [1, num_nodes] held on the device, without reading it. The
-    weights hold a slot per node, so the cut indexes a real weight or -inf padding, except for one-token frames
+def _threshold_keeping(weights: Tensor, num_nodes: int, counts: Tensor) -> Tensor:
+    """`_tau_keeping` (unfloored) for counts [n] in [1, num_nodes] held on the device, without reading them. The
+    weights hold a slot per node, so a cut indexes a real weight or -inf padding, except for one-token frames
     (no tree: a single -inf slot)."""
-    cut = (num_nodes - count).long().clamp_(max=weights.numel() - 1)  # tree edges that may stay above it
-    value = weights.index_select(0, cut.view(1))[0]  # t[0-d tensor] would read the index
-    return torch.where(value > NONE, value, -1.0)  # no such edge: every token joins
+    cut = (num_nodes - counts).long().clamp_(max=weights.numel() - 1)  # (n,) tree edges that may stay above it
+    value = weights.index_select(0, cut)
+    return value.masked_fill(value == NONE, -1.0)  # no such edge: every token joins

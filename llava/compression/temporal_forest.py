@@ -96,12 +96,12 @@ def _best_outgoing(upper_rows: Rows, size: int, comp: Tensor, C: int, dtype: tor
         sim.masked_fill_(rows[:, None] == cols[None, :], NONE)  # inside a component: no edge
         sim[:, :t].masked_fill_(torch.ones(t, t, dtype=torch.bool, device=sim.device).tril_(), NONE)  # j <= i
         row_w = sim.amax(dim=1)  # (t,) for nodes start .. stop, partners j > i
-        row_t = torch.where(sim == row_w[:, None], cols[None, :], C).amin(dim=1)
+        row_t = cols[None, :].masked_fill(sim != row_w[:, None], C).amin(dim=1)
         col_w = sim.amax(dim=0)  # (M - start,) for nodes start .. M, partners i < j in this tile
-        col_t = torch.where(sim == col_w[None, :], rows[:, None], C).amin(dim=0)
+        col_t = rows[:, None].masked_fill(sim != col_w[None, :], C).amin(dim=0)
         _keep_best(weight[start:stop], target[start:stop], row_w, row_t)
         _keep_best(weight[start:], target[start:], col_w, col_t)
-    return weight, torch.where(weight > NONE, target, C)
+    return weight, target.masked_fill(weight == NONE, C)
 
 
 def _keep_best(weight: Tensor, target: Tensor, new_weight: Tensor, new_target: Tensor) -> None:
