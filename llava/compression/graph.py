@@ -65,11 +65,6 @@ def upper_tiles(size: int) -> list[tuple[int, int]]:
     return [(start, min(size, start + step)) for start in range(0, size, step)]
 
 
-def read_int(value: Tensor) -> int:
-    """The one host read of a step (a device -> host round trip)."""
-    return int(value)
-
-
 def read_floats(values: Tensor) -> list[float]:
     """Several numbers [n] in one host read: one device -> host copy (float64 holds every similarity and count
     exactly)."""
@@ -132,13 +127,10 @@ def _propagate(round_: Callable[[Tensor], Tensor], nodes: Tensor, also: Also | N
             labels = labels[labels]  # pointer jumps
             labels = labels[labels]
         roots = labels == nodes  # (n,) each component's smallest member
-        facts = roots.sum() * 2 + (labels != previous).any()  # both facts in one round trip
-        if also is None:
-            answer, extra = read_int(facts), 0
-        else:
-            answer, extra = (int(value) for value in read_floats(torch.stack([facts, also(labels, roots)])))
-        if answer % 2 == 0:
-            return (roots.cumsum(0) - 1)[labels], answer // 2, extra
+        facts = [roots.sum(), (labels != previous).any()] + ([] if also is None else [also(labels, roots)])
+        values = read_floats(torch.stack(facts))  # count, changed(, also): one round trip
+        if not values[1]:
+            return (roots.cumsum(0) - 1)[labels], int(values[0]), 0 if also is None else int(values[2])
 
 
 def weighted_edges(
@@ -149,7 +141,7 @@ def weighted_edges(
     With `rows`, only the pairs in the first `rows` rows (the diagonal [rows]; else [M]).
 
     Each tile's edges go into a fixed-size buffer (nonzero_static: no host read) of 1/_EDGE_SHARE of its
-    entries; one host read for the whole pass gives the edge count and whether a buffer overflowed. The edges
+    entries; one host read for the whole pass gives the tiles' edge counts (so whether a buffer overflowed). The edges
     are then gathered in their order (the found slots' positions from one more nonzero_static: linear, where a
     sort over the buffers cost more than the similarity pass on long videos).
     Graphs denser than that (rare at useful taus) are read again exactly, one read per tile."""
@@ -167,16 +159,14 @@ def weighted_edges(
         capacities.append(max(1, upper.numel() // _EDGE_SHARE))
         counts.append(torch.count_nonzero(upper))
         _tile_edges(sim, torch.nonzero_static(upper, size=capacities[-1], fill_value=-1), start, pairs, weights)
-    counts = torch.stack(counts)  # (tiles,)
-    overflow = (counts > torch.tensor(capacities, device=counts.device)).any()
-    answer = read_int(counts.sum() * 2 + overflow)
-    if answer % 2:
+    counts = read_floats(torch.stack(counts))  # the pass's one host read: every tile's edge count
+    if any(found > capacity for found, capacity in zip(counts, capacities, strict=True)):
         pairs, weights = [], []
         for start, stop in tiles:
             sim = upper_rows(start, stop)
             _tile_edges(sim, torch.triu(sim > floor, diagonal=1).nonzero(), start, pairs, weights)
-    pairs, weights = torch.cat(pairs), torch.cat(weights)  # (slots, 2), (slots,)
-    found = torch.nonzero_static(weights > NONE, size=weights.numel())[: answer // 2, 0]  # padding holds -inf
+    pairs, weights = (parts[0] if len(parts) == 1 else torch.cat(parts) for parts in (pairs, weights))
+    found = torch.nonzero_static(weights > NONE, size=weights.numel())[: int(sum(counts)), 0]  # padding is -inf
     return pairs[found, 0], pairs[found, 1], weights[found], torch.cat(diagonal)
 
 
