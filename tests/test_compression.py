@@ -553,6 +553,41 @@ def test_frame_components_equal_scipy() -> None:
         assert (ours == _ids_by_smallest_member(ref)).all()
 
 
+@pytest.mark.parametrize("tokens", [2, 5, 33, 196])
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "tied"])
+@pytest.mark.parametrize("layout", ["walk", "arc"])
+def test_frame_tree_weights_equal_scipy(tokens: int, ties: bool, layout: str) -> None:
+    """The per-frame spanning trees behind the ratio search (Boruvka rounds while a frame has more than
+    _CLOSURE_SLOTS slots, then the (max, min) closure) must weigh what a maximum spanning tree weighs: scipy's
+    minimum spanning tree of 2 - sim, read back at its edges, frame by frame, ties included. On an arc (angles
+    rising by random steps, tokens shuffled) the tree is the path through every token, so a token's link to the
+    earlier slots can run through many later ones."""
+    from scipy.sparse.csgraph import minimum_spanning_tree
+
+    g = torch.Generator().manual_seed(tokens)
+    if layout == "walk":
+        x = torch.cumsum(torch.randn(8, tokens, 8, generator=g) * 0.3, dim=1)  # (8 frames, tokens, 8)
+    else:
+        angle = torch.cumsum(torch.rand(8, tokens, generator=g) * (math.pi / tokens), dim=1)  # below pi in all
+        x = torch.cat([torch.stack([angle.cos(), angle.sin()], dim=-1), torch.zeros(8, tokens, 6)], dim=-1)
+        x = x[:, torch.randperm(tokens, generator=g)]  # slot order off the path: bottlenecks span many hops
+    sim = graph_module.symmetric_similarity(unit(x))
+    if ties:
+        sim = (sim * 4).round_() / 4  # a few levels: most tree weights tie
+    ours = torch.sort(graph_module.boruvka(sim.clone()), descending=True).values
+    assert ours.shape[0] >= 8 * tokens  # a slot per node: the ratio search indexes it by count
+    expected = []
+    for frame in sim.double().numpy():
+        cost = 2.0 - frame  # >= 1: scipy reads 0 as no edge; exact in float64
+        np.fill_diagonal(cost, 0.0)
+        tree = minimum_spanning_tree(cost).tocoo()
+        expected += frame[tree.row, tree.col].tolist()
+    assert len(expected) == 8 * (tokens - 1)
+    real = ours[: len(expected)].double().tolist()
+    assert real == sorted(expected, reverse=True)
+    assert (ours[len(expected):] == float("-inf")).all()
+
+
 def test_device_side_threshold_equals_the_host_one() -> None:
     """The ratio search computes its next spatial threshold on the device (no read); it must be the one
     _tau_keeping reads on the host, at every count, including the ends."""

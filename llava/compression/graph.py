@@ -31,6 +31,7 @@ _JUMPS_PER_CHECK = 3  # Boruvka pointer jumps between host reads (its merge fore
 _TILE_ELEMENTS = 1 << 25  # similarity entries per row tile (128 MB in float32)
 _UPPER_TILE_ROWS = 2048  # an upper-triangle pass splits its rows into tiles of at most this many ...
 _UPPER_TILES = 4  # ... and at most this many tiles (n tiles: (n + 1) / 2n of X @ X.T's FLOPs, ~10 launches each)
+_CLOSURE_SLOTS = 32  # per-frame spanning trees finish by closure below this many slots (B x 32^3 entries)
 _EDGE_SHARE = 16  # edge buffers hold up to 1/16 of a tile's entries (floored ratio-mode graphs reach ~2%)
 
 Rows = Callable[[int, int], Tensor]  # (start, stop) -> similarity rows [stop - start, M] (or their upper part)
@@ -190,25 +191,39 @@ def boruvka(table: Tensor) -> Tensor:
 
     Each round every component takes its strongest outgoing edge (ties to the lowest target, which keeps every
     round cycle-free), the components merge along those edges, and the table is contracted to the strongest
-    edge between each pair of new components, so the work shrinks geometrically. The table's diagonal is
-    overwritten.
+    edge between each pair of new components, so the work shrinks geometrically: at most half the slots stay.
+    Once a graph has at most _CLOSURE_SLOTS slots, `closure_weights` finishes it without more rounds. The table
+    is overwritten.
     """
     B, M, _ = table.shape
     table.diagonal(dim1=1, dim2=2).fill_(NONE)
     ids, graphs = torch.arange(M, device=table.device), torch.arange(B, device=table.device)[:, None]
     taken_weights = []
-    while True:
+    while table.shape[1] > _CLOSURE_SLOTS:
         slots = ids[: table.shape[1]].expand(B, -1)  # (B, C)
         weight, target = table.max(dim=-1)  # (B, C) strongest edge leaving each component, ties -> lowest slot
         parent = forest_parent(weight, target, slots)
         slot, count, merges, _ = merge_slots(parent, slots)
         if merges == 0:
-            break
+            return torch.cat([*taken_weights, table.new_full((1,), NONE)])
         taken_weights.append(weight.masked_fill(parent == slots, NONE).view(-1))
-        if count == 1:  # every graph is one component: nothing left to take
-            break
         table = contract(table, slot.add(graphs, alpha=count), count)
-    return torch.cat(taken_weights) if taken_weights else table.new_full((1,), NONE)
+    return torch.cat([*taken_weights, closure_weights(table).view(-1)])
+
+
+def closure_weights(table: Tensor) -> Tensor:
+    """Maximum spanning forest weights [B, C] of small tables [B, C, C] (-inf = no edge; -inf padded), with no
+    rounds and no host read. Squaring the table in (max, min) ceil(log2(C - 1)) times gives U[i, j], the
+    strongest bottleneck over all paths i -> j; slot j then joins slots 0 .. j-1 at max_{i<j} U[i, j]. Those
+    levels are the tree's weights: at every threshold both count the components above it (a component's
+    smallest slot is the one that joins no earlier slot). Holds B x C^3 entries per squaring. The table is
+    overwritten."""
+    B, C, _ = table.shape
+    table.diagonal(dim1=1, dim2=2).fill_(float("inf"))  # a path may stay where it is
+    for _ in range(max(C - 2, 0).bit_length()):  # paths of up to 2^steps >= C - 1 edges
+        table = torch.minimum(table[:, :, :, None], table[:, None, :, :]).amax(dim=2)  # (B, i, m, j) -> (B, i, j)
+    earlier = torch.ones(C, C, dtype=torch.bool, device=table.device).tril_()  # i >= j: not an earlier slot
+    return table.masked_fill(earlier, NONE).amax(dim=1)  # (B, C): slot 0 joins nothing (-inf)
 
 
 def forest_parent(weight: Tensor, target: Tensor, slots: Tensor, budget: int | None = None) -> Tensor:
