@@ -4,7 +4,8 @@ maximum spanning forests for the single-linkage cut.
 Written for accelerators: every loop runs a fixed number of whole-tensor steps between host reads, and each
 host read (a round trip that stalls the launch queue) fetches what the next step needs in one go. Per-frame
 graphs are small dense tables: their components come straight off the thresholded table, their single-linkage
-tree from Boruvka on the table, contracted after every round (one host read per round). The temporal graph is
+tree's weights from Boruvka on the table, contracted after every round (one host read per round), until at most
+32 slots are left, then from a (max, min) closure of what is left (no rounds). The temporal graph is
 read as row tiles of its similarity table's upper triangle, so memory stays O(tile x M) however long the video:
 one pass gives the edge list {sim > floor}, whose components are SCC at any threshold above the floor and
 whose Boruvka forest (temporal_forest.py) is the single-linkage tree above it.
