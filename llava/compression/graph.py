@@ -32,7 +32,7 @@ _JUMPS_PER_CHECK = 3  # Boruvka pointer jumps between host reads (its merge fore
 _TILE_ELEMENTS = 1 << 25  # similarity entries per row tile (128 MB in float32)
 _UPPER_TILE_ROWS = 2048  # an upper-triangle pass splits its rows into tiles of at most this many ...
 _UPPER_TILES = 4  # ... and at most this many tiles (n tiles: (n + 1) / 2n of X @ X.T's FLOPs, ~10 launches each)
-_CLOSURE_SLOTS = 32  # per-frame spanning trees finish by closure below this many slots (B x 32^3 entries)
+_CLOSURE_SLOTS = 32  # per-frame spanning trees finish by closure at this many slots or fewer (B x 32^3 entries)
 _EDGE_SHARE = 16  # edge buffers hold up to 1/16 of a tile's entries (floored ratio-mode graphs reach ~2%)
 
 Rows = Callable[[int, int], Tensor]  # (start, stop) -> similarity rows [stop - start, M] (or their upper part)
