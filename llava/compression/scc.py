@@ -380,8 +380,8 @@ def _probe_result(
 
 def _threshold_keeping(weights: Tensor, num_nodes: int, counts: Tensor) -> Tensor:
     """`_tau_keeping` (unfloored) for counts [n] in [1, num_nodes] held on the device, without reading them. The
-    weights hold a slot per node, so a cut indexes a real weight or -inf padding, except for one-token frames
-    (no tree: a single -inf slot)."""
+    weights hold a slot per node, so a cut indexes a real weight or -inf padding; the clamp keeps it inside them
+    for tables with no edge at all, where `boruvka` returns a single -inf."""
     cut = (num_nodes - counts).long().clamp_(max=weights.numel() - 1)  # (n,) tree edges that may stay above it
     value = weights.index_select(0, cut)
     return value.masked_fill(value == NONE, -1.0)  # no such edge: every token joins
