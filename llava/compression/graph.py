@@ -188,7 +188,8 @@ def degrees(u: Tensor, v: Tensor, w: Tensor, diagonal: Tensor, tau: float) -> Te
 # ----------------------------------------------------------------------------------------- Boruvka
 def boruvka(table: Tensor) -> Tensor:
     """Maximum spanning forest weights of each graph in `table` [B, M, M] (symmetric similarities; -inf = no
-    edge): [B * M * rounds], -inf where a slot took no edge (sort descending to read them strongest first).
+    edge): one per slot per round, then one per slot of the closure (at least B * M in all), -inf where a slot took
+    no edge (sort descending to read them strongest first).
 
     Each round every component takes its strongest outgoing edge (ties to the lowest target, which keeps every
     round cycle-free), the components merge along those edges, and the table is contracted to the strongest
