@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -204,12 +205,11 @@ def boruvka(table: Tensor) -> Tensor:
     while table.shape[1] > _CLOSURE_SLOTS:
         slots = ids[: table.shape[1]].expand(B, -1)  # (B, C)
         weight, target = table.max(dim=-1)  # (B, C) strongest edge leaving each component, ties -> lowest slot
-        parent = forest_parent(weight, target, slots)
-        slot, count, merges, _ = merge_slots(parent, slots)
-        if merges == 0:
+        merged = merge_slots(weight, target, slots)
+        if merged.merges == 0:
             return torch.cat([*taken_weights, table.new_full((1,), NONE)])
-        taken_weights.append(weight.masked_fill(parent == slots, NONE).view(-1))
-        table = contract(table, slot.add(graphs, alpha=count), count)
+        taken_weights.append(merged.taken.view(-1))
+        table = contract(table, merged.slot.add(graphs, alpha=merged.count), merged.count)
     return torch.cat([*taken_weights, closure_weights(table).view(-1)])
 
 
@@ -246,13 +246,26 @@ def forest_parent(weight: Tensor, target: Tensor, slots: Tensor, budget: int | N
 AfterMerge = Callable[[Tensor], tuple[Tensor, object]]  # new slots [B, C] -> (0-d answer, payload)
 
 
+class Merged(NamedTuple):
+    """One Boruvka round's merge: the new dense slot of every old slot [B, C] (roots numbered in slot order), the
+    new slot count (the most components any graph keeps), the number of merges, the weights of the edges taken
+    [B, C] (-inf where a slot took none), and what `also` answered (its value and payload; None without one)."""
+
+    slot: Tensor
+    count: int
+    merges: int
+    taken: Tensor
+    also: tuple[float, object] | None
+
+
 def merge_slots(
-    parent: Tensor, slots: Tensor, also: AfterMerge | None = None,
-) -> tuple[Tensor, int, int, tuple[float, object] | None]:
-    """Merge each slot into its `parent` [B, C] (a forest over the slots; roots are their own parent). Returns
-    the new dense slot of every old slot [B, C] (roots numbered in slot order), the new slot count (the most
-    components any graph keeps), the number of merges, and `also(new slots)`: its 0-d answer, read with the
-    rest in one host read (more only for a merge forest deeper than 2^_JUMPS_PER_CHECK), and its payload."""
+    weight: Tensor, target: Tensor, slots: Tensor, budget: int | None = None, also: AfterMerge | None = None,
+) -> Merged:
+    """Merge each slot along its chosen edge (weight [B, C], -inf for none, to `target`; `forest_parent` decides
+    which edges are taken). `also(new slots)` gives a 0-d answer read with the rest in one host read (more only for
+    a merge forest deeper than 2^_JUMPS_PER_CHECK), and a payload handed back with it."""
+    parent = forest_parent(weight, target, slots, budget)
+    taken = weight.masked_fill(parent == slots, NONE)
     B, C = parent.shape
     while True:
         for _ in range(_JUMPS_PER_CHECK):
@@ -266,7 +279,8 @@ def merge_slots(
         values = read_floats(torch.cat(facts))
         if values[B]:
             roots = values[:B]
-            return slot, int(max(roots)), B * C - int(sum(roots)), None if also is None else (values[B + 1], payload)
+            answered = None if also is None else (values[B + 1], payload)
+            return Merged(slot, int(max(roots)), B * C - int(sum(roots)), taken, answered)
 
 
 def contract(table: Tensor, group: Tensor, new_c: int) -> Tensor:

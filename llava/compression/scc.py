@@ -309,12 +309,12 @@ def scc_ratio(x: Tensor, k: int) -> SCCOutput:
         spatial, token_of, new = spatial_step(
             x, sim, tau_s, earlier=None if earlier is None else (earlier.token_of, earlier.members))
         members = _members(token_of, spatial.shape[0])  # (M',)
-        floor = tau_s - _SEARCH_WINDOW
-        graph, floor = _probe_graph(spatial, token_of, members, new, floor, earlier)
+        window = tau_s - _SEARCH_WINDOW  # the search decides on this floor; the tree may be built above a higher one
+        graph, floor = _probe_graph(spatial, token_of, members, new, window, earlier)
         weights_t = graph.tree_weights(floor)
         probes.append(_Probe(tau_s, floor, graph.edges(floor), token_of, members))
         tau_t, count_t, next_up, next_down = _probe_result(spatial_weights, N, weights_t, k, graph.size,
-                                                           tau_s - _SEARCH_WINDOW, low, high)
+                                                           window, low, high)
         gap = -_SEARCH_WINDOW if tau_t is None else tau_t - tau_s
         if best is None or abs(gap) < abs(best[0]):
             best = (gap, tau_s, spatial, graph, weights_t, tau_t)

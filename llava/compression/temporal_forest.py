@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .graph import NONE, Rows, forest_parent, merge_slots, upper_tiles
+from .graph import NONE, Rows, merge_slots, upper_tiles
 
 
 def edge_boruvka(
@@ -40,19 +40,18 @@ def edge_boruvka(
         target = torch.full((C,), C, device=w.device).scatter_reduce_(
             0, src, dst.masked_fill(out != best[src], C), "amin").scatter_reduce_(
             0, dst, src.masked_fill(out != best[dst], C), "amin")
-        slots = ids[None, :C]
-        parent = forest_parent(best[None], target[None], slots, budget)  # (1, C)
 
         def relabel(slot: Tensor, src: Tensor = src, dst: Tensor = dst) -> tuple[Tensor, tuple[Tensor, Tensor]]:
             new_src, new_dst = slot[0][src], slot[0][dst]  # is an edge left? (and the ends for the next round)
             return (new_src != new_dst).any(), (new_src, new_dst)
 
-        slot, new_c, merges, (more, (src, dst)) = merge_slots(parent, slots, relabel)
-        if merges == 0:
+        merged = merge_slots(best[None], target[None], ids[None, :C], budget, relabel)
+        if merged.merges == 0:
             break
-        taken_weights.append(best.masked_fill(parent[0] == ids[:C], NONE))
-        comp, C = slot[0][comp], new_c
-        budget = None if budget is None else budget - merges
+        more, (src, dst) = merged.also
+        taken_weights.append(merged.taken[0])
+        comp, C = merged.slot[0][comp], merged.count
+        budget = None if budget is None else budget - merged.merges
         if not more:
             break
     weights = torch.cat(taken_weights) if taken_weights else torch.full((1,), NONE, device=w.device)
@@ -72,13 +71,11 @@ def tiled_boruvka(upper_rows: Rows, size: int) -> tuple[Tensor, Tensor, int]:
         # members holding their component's best offer their target (C where they have no edge), the lowest wins
         offer = node_t.masked_fill(node_w != best[comp], C)
         target = torch.full((C,), C, device=comp.device).scatter_reduce_(0, comp, offer, "amin")  # (C,)
-        slots = ids[None, :C]
-        parent = forest_parent(best[None], target[None], slots)  # (1, C)
-        slot, new_c, merges, _ = merge_slots(parent, slots)
-        if merges == 0:
+        merged = merge_slots(best[None], target[None], ids[None, :C])
+        if merged.merges == 0:
             break
-        taken_weights.append(best.masked_fill(parent[0] == ids[:C], NONE))
-        comp, C = slot[0][comp], new_c
+        taken_weights.append(merged.taken[0])
+        comp, C = merged.slot[0][comp], merged.count
     weights = torch.cat(taken_weights) if taken_weights else torch.full((1,), NONE, device=first.device)
     return comp, weights, C
 
