@@ -50,7 +50,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 sys.path.insert(0, str(Path(__file__).parent))
 from architectures import ARCHITECTURES, Architecture, random_model  # noqa: E402
 from bench_reuse import prompts  # noqa: E402
-from measure import LayerClock, PeakMemory, current_mb, scale_depth, sync, timed  # noqa: E402
+from measure import LayerClock, PeakMemory, counted_flops, current_mb, scale_depth, sync, timed  # noqa: E402
 from synthetic import region_video, write_clip  # noqa: E402
 
 from llava.compression import CompressionConfig, compress  # noqa: E402
@@ -212,6 +212,17 @@ def llm_stages(bench: Bench, video: EncodedVideo, new_tokens: int) -> dict[str, 
     return {"prefill": prefill, "decode/token": decode, "llm tokens": float(packed.inputs_embeds.shape[1])}
 
 
+def stage_flops(bench: Bench, config: CompressionConfig) -> dict[str, float]:
+    """GFLOP of one compression call and of the prefill it feeds (the layer stack's part scaled to the real depth
+    as its time is); counted once, apart from the timed passes, since counting slows the ops it counts."""
+    compression, _ = counted_flops(lambda: bench.model.compress_features(bench.features, config))
+    video = bench.model.compress_features(bench.features, config)
+    layers = bench.model.language_model.model.layers
+    total, inside = counted_flops(lambda: _prefill(bench.model, bench.ids, video), layers)
+    prefill = scale_depth(total, inside, len(layers), bench.spec.num_hidden_layers)
+    return {"compression GFLOP": compression / 1e9, "prefill GFLOP": prefill / 1e9}
+
+
 def _missing_kv_mb(model: LlavaOnevisionVideoModel, spec: Architecture, tokens: float) -> float:
     """KV cache that the layers left out of `model` would hold for `tokens` positions (keys + values)."""
     text = model.config.text
@@ -249,7 +260,8 @@ def run_stages(arch: str, cfg: BenchConfig, clip: str) -> dict[float, dict[str, 
     with torch.inference_mode():
         one_pass(bench, BenchConfig(**{**asdict(cfg), "frames": 1, "retentions": cfg.retentions[-1:]}), clip)
         passes = [one_pass(bench, cfg, clip) for _ in range(cfg.repeats)]
-    medians = {r: {k: _median([p[r][k] for p in passes]) for k in passes[0][r]} for r in cfg.retentions}
+        flops = {r: stage_flops(bench, cfg.compression(r)) for r in cfg.retentions}
+    medians = {r: {k: _median([p[r][k] for p in passes]) for k in passes[0][r]} | flops[r] for r in cfg.retentions}
     for stages in medians.values():
         stages["TTFT"] = sum(stages[k] for k in ("decode", "preprocess", "tower", "proj+pool", "compression",
                                                   "prefill"))
@@ -365,13 +377,16 @@ def stage_tables(arch: str, cfg: BenchConfig, medians: dict[float, dict[str, flo
         times.append([label, f"{s['llm tokens']:.0f}"] + [_fmt(s[k]) for k in (
             "decode", "preprocess", "tower", "proj+pool", "compression", "prefill", "TTFT")] + [
             _fmt(s["decode/token"], 1), f"{full['prefill'] / s['prefill']:.2f}", f"{full['TTFT'] / s['TTFT']:.2f}",
-            f"{100 * s['compression'] / s['TTFT']:.2f}", f"{100 * s['compression'] / s['prefill']:.1f}"])
+            f"{100 * s['compression'] / s['TTFT']:.2f}", f"{100 * s['compression'] / s['prefill']:.1f}",
+            _fmt(s["compression GFLOP"], 1), _fmt(s["prefill GFLOP"]),
+            f"{100 * s['compression GFLOP'] / s['prefill GFLOP']:.1f}"])
         llm = None if s["llm MB"] is None else s["llm MB"] + s["kv MB"]
         memory.append([label, _fmt(s["vision MB"]), _fmt(s["compression MB"]), _fmt(s["llm MB"]), _fmt(s["kv MB"]),
                        _fmt(llm)])
     time_header = ["retention", "LLM tokens", "decode ms", "preprocess ms", "tower ms", "proj+pool ms",
                    "compression ms", "prefill ms", "TTFT ms", "decode ms/token", "prefill speed-up",
-                   "TTFT speed-up", "compression % of TTFT", "compression % of prefill"]
+                   "TTFT speed-up", "compression % of TTFT", "compression % of prefill", "compression GFLOP",
+                   "prefill GFLOP", "compression % of prefill FLOPs"]
     memory_header = ["retention", "vision", "compression", "prefill+decode (measured)", "+ KV of missing layers",
                      "prefill+decode"]
     return (f"{_table(time_header, times)}\n\npeak memory MB above each stage's start ({arch}):\n"

@@ -11,6 +11,10 @@ phase, and a count of dispatched ops and host round trips.
   of the phase by writing 5 to /proc/self/clear_refs (Linux), so nothing is sampled and no spike is missed; it
   is process-wide, so it includes anything else the process allocates meanwhile (the benchmark runs one thing
   at a time).
+- `counted_flops`: floating-point operations of a call and the part inside a stack of layers, by torch's
+  `FlopCounterMode` (matmuls and attention, from shapes, so the same on every device). Compression's share of
+  the prefill in FLOPs is the share of time a machine would show that ran both stages' matmuls equally fast
+  and everything else for free.
 - Ops and host round trips per call are counted by the library's own counter, `llava.compression.counting`.
 """
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 CLEAR_REFS = Path("/proc/self/clear_refs")
 STATUS = Path("/proc/self/status")
@@ -73,6 +78,29 @@ class LayerClock:
 def scale_depth(total_ms: float, layers_ms: float, used: int, real: int) -> float:
     """Time at the real depth: the layers' part scaled by real / used layers, the rest as measured."""
     return total_ms + layers_ms * (real / used - 1.0)
+
+
+def _cpu_attention_flops(query: torch.Size, key: torch.Size, value: torch.Size, *args: Any, **kwargs: Any) -> int:
+    """FLOPs of the CPU SDPA kernel, which torch's counter has no formula for (its CUDA kernels have): QK^T and
+    the weighted sum over every (query, key) pair, as torch counts its own fused attentions."""
+    return sdpa_flop_count(query, key, value)
+
+
+def counted_flops(fn: Callable[[], Any], layers: nn.ModuleList | None = None) -> tuple[float, float]:
+    """(FLOPs of fn(), the FLOPs spent inside `layers`, from a hook on the first and the last layer; 0 without
+    them), so a reduced-depth model's count scales by layer count as its time does (`scale_depth`)."""
+    inside: list[float] = []
+    cpu_attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+    with FlopCounterMode(display=False, custom_mapping=cpu_attention) as counter:
+        hooks = [] if layers is None else [
+            layers[0].register_forward_pre_hook(lambda *_: inside.append(-counter.get_total_flops())),
+            layers[-1].register_forward_hook(lambda *_: inside.append(counter.get_total_flops()))]
+        try:
+            fn()
+        finally:
+            for hook in hooks:
+                hook.remove()
+    return float(counter.get_total_flops()), float(sum(inside))
 
 
 def _status_mb(key: str) -> float:

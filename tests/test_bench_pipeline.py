@@ -10,7 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_pipeline  # noqa: E402
-from measure import LayerClock, PeakMemory, reset_cpu_peak, scale_depth  # noqa: E402
+from measure import LayerClock, PeakMemory, counted_flops, reset_cpu_peak, scale_depth  # noqa: E402
 
 from llava.compression.counting import CountingMode  # noqa: E402
 
@@ -69,6 +69,26 @@ def test_scale_depth_keeps_the_fixed_part() -> None:
     assert scale_depth(10.0, 4.0, used=1, real=3) == pytest.approx(6.0 + 3 * 4.0)
 
 
+def test_counted_flops_are_the_matmuls_and_attention_with_the_layer_part_apart() -> None:
+    torch.manual_seed(0)
+    head, layers = torch.nn.Linear(8, 16), torch.nn.ModuleList([torch.nn.Linear(16, 16) for _ in range(3)])
+    x = torch.randn(5, 8)
+    q, k, v = torch.randn(2, 3, 6, 4), torch.randn(2, 3, 9, 4), torch.randn(2, 3, 9, 4)
+
+    def forward() -> None:
+        h = head(x)
+        for layer in layers:
+            h = layer(h)
+        torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+    total, inside = counted_flops(forward, layers)
+    stack = 3 * 2 * 5 * 16 * 16
+    attention = 2 * (2 * 2 * 3 * 6 * 9 * 4)  # q @ k^T and the weighted sum of v, over every (query, key) pair
+    assert inside == stack
+    assert total == 2 * 5 * 8 * 16 + stack + attention
+    assert counted_flops(forward) == (total, 0.0)
+
+
 @pytest.fixture(scope="module")
 def tiny_bench() -> bench_pipeline.Bench:
     return bench_pipeline.build_bench("tiny", bench_pipeline.BenchConfig(archs=("tiny",), frames=3))
@@ -94,6 +114,20 @@ def test_llm_stages_one_forward_per_token(tiny_bench: bench_pipeline.Bench, new_
     assert len(clock.take()) == new_tokens + 1  # prefill + one decode step per further token
     clock.remove()
     assert stages["llm tokens"] == bench_pipeline.PROMPT_LENGTH - 1 + video.tokens.shape[0]
+
+
+def test_stage_flops_scale_to_the_real_depth(tiny_bench: bench_pipeline.Bench) -> None:
+    full = bench_pipeline.build_bench("tiny", bench_pipeline.BenchConfig(archs=("tiny",), frames=3, full_depth=True))
+    assert len(tiny_bench.model.language_model.model.layers) < len(full.model.language_model.model.layers)
+    cfg = bench_pipeline.BenchConfig()
+    with torch.inference_mode():
+        reduced = {r: bench_pipeline.stage_flops(tiny_bench, cfg.compression(r)) for r in (1.0, 0.5, 0.1)}
+        real = {r: bench_pipeline.stage_flops(full, cfg.compression(r)) for r in (1.0, 0.5, 0.1)}
+    for r in reduced:  # each layer costs the same, so scaling by layer count is exact
+        assert reduced[r] == pytest.approx(real[r], rel=1e-12)
+    assert reduced[1.0]["compression GFLOP"] == 0.0 < reduced[0.1]["compression GFLOP"]
+    prefill = [reduced[r]["prefill GFLOP"] for r in (1.0, 0.5, 0.1)]
+    assert prefill[0] > prefill[1] > prefill[2]  # fewer LLM tokens, fewer FLOPs
 
 
 def test_bad_settings_name_the_problem() -> None:
@@ -123,6 +157,7 @@ def test_script_runs_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     kept = [tokens + 1] + [max(1, round(r * tokens)) for r in cfg.retentions[1:]]  # 100%: one newline token
     assert [int(row[1]) for row in stages] == [bench_pipeline.PROMPT_LENGTH - 1 + k for k in kept]
     assert float(stages[0][10]) == 1.0 and float(stages[0][11]) == 1.0  # speed-ups against itself
+    assert "compression % of prefill FLOPs |" in out and float(stages[0][16]) == 0.0  # 100%: no compression
 
     memory = _rows(out, "## Memory against frames")
     assert [int(row[0]) for row in memory] == list(cfg.memory_frames)
