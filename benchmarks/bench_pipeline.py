@@ -215,10 +215,9 @@ def llm_stages(bench: Bench, video: EncodedVideo, new_tokens: int) -> dict[str, 
 def stage_flops(bench: Bench, config: CompressionConfig) -> dict[str, float]:
     """GFLOP of one compression call and of the prefill it feeds (the layer stack's part scaled to the real depth
     as its time is); counted once, apart from the timed passes, since counting slows the ops it counts."""
-    compression, _ = counted_flops(lambda: bench.model.compress_features(bench.features, config))
-    video = bench.model.compress_features(bench.features, config)
+    video, compression, _ = counted_flops(lambda: bench.model.compress_features(bench.features, config))
     layers = bench.model.language_model.model.layers
-    total, inside = counted_flops(lambda: _prefill(bench.model, bench.ids, video), layers)
+    _, total, inside = counted_flops(lambda: _prefill(bench.model, bench.ids, video), layers)
     prefill = scale_depth(total, inside, len(layers), bench.spec.num_hidden_layers)
     return {"compression GFLOP": compression / 1e9, "prefill GFLOP": prefill / 1e9}
 

@@ -86,8 +86,8 @@ def _cpu_attention_flops(query: torch.Size, key: torch.Size, value: torch.Size, 
     return sdpa_flop_count(query, key, value)
 
 
-def counted_flops(fn: Callable[[], Any], layers: nn.ModuleList | None = None) -> tuple[float, float]:
-    """(FLOPs of fn(), the FLOPs spent inside `layers`, from a hook on the first and the last layer; 0 without
+def counted_flops(fn: Callable[[], Any], layers: nn.ModuleList | None = None) -> tuple[Any, float, float]:
+    """(fn(), its FLOPs, the FLOPs spent inside `layers`, from a hook on the first and the last layer; 0 without
     them), so a reduced-depth model's count scales by layer count as its time does (`scale_depth`)."""
     inside: list[float] = []
     cpu_attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
@@ -96,11 +96,11 @@ def counted_flops(fn: Callable[[], Any], layers: nn.ModuleList | None = None) ->
             layers[0].register_forward_pre_hook(lambda *_: inside.append(-counter.get_total_flops())),
             layers[-1].register_forward_hook(lambda *_: inside.append(counter.get_total_flops()))]
         try:
-            fn()
+            out = fn()
         finally:
             for hook in hooks:
                 hook.remove()
-    return float(counter.get_total_flops()), float(sum(inside))
+    return out, float(counter.get_total_flops()), float(sum(inside))
 
 
 def _status_mb(key: str) -> float:
