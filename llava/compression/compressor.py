@@ -6,7 +6,6 @@ unknown method fails at config time with the list of valid ones.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -16,6 +15,7 @@ from torch import Tensor
 from .merge import merge_into_kept
 from .scc import SCCOutput, scc_ratio, scc_tau
 from .selectors import l2norm_indices, random_indices, uniform_indices
+from .timing import synced_now
 from .types import METHODS, CompressionConfig, CompressionResult, CompressionStats
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def compress(features: Tensor, config: CompressionConfig, timed: bool = False) -
         raise TypeError(f"config must be a CompressionConfig, got {type(config).__name__}")
     check_features(features)
     F, T, _ = features.shape
-    start = _clock(features.device) if timed else None
+    start = synced_now(features.device) if timed else None
     x = features.float() if config.precision == "float32" else features  # the working precision
     with torch.autocast(device_type=features.device.type, enabled=False), _ieee_float32_matmuls():
         out = COMPRESSORS[config.method](x, config)
@@ -94,17 +94,10 @@ def compress(features: Tensor, config: CompressionConfig, timed: bool = False) -
         tokens_out=tokens.shape[0],
         tau_spatial=out.tau_spatial if scc else None,
         tau_temporal=out.tau_temporal if scc else None,
-        time_ms=(_clock(features.device) - start) * 1000.0 if start is not None else None,
+        time_ms=(synced_now(features.device) - start) * 1000.0 if start is not None else None,
     )
     logger.debug("compressed %d -> %d tokens (%s ms)", stats.tokens_in, stats.tokens_out, stats.time_ms)
     return CompressionResult(tokens=tokens, assignment=out.assignment.view(F, T), stats=stats)
-
-
-def _clock(device: torch.device) -> float:
-    """Wall time once the device has finished its queued work."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 @contextmanager
