@@ -29,7 +29,10 @@ setup(
     },
     extras_require={
         "test": ["pytest>=8", "scipy>=1.10", "ruff>=0.5"],
-        "eval": ["lmms-eval>=0.7"],
+        # the lmms-eval release our drop-in and llava_scissor model are tested against; 0.7.3 imports
+        # `filelock._api`, which filelock 4 removed (without the cap, `python -m lmms_eval` logs the import error
+        # and exits 0 with no results)
+        "eval": ["lmms-eval==0.7.3", "filelock<4"],
         # lmms-eval's runtime dependencies for our two paths (its stock llava_onevision class and llava_scissor),
         # installed next to `pip install --no-deps lmms-eval==0.7.3`: its own requirements pull torchvision, whose
         # PyPI wheels replace a CPU torch. filelock 4 removed `filelock._api`, which lmms-eval 0.7.3 imports;

@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
-# Set up what the tests need on a fresh machine, then run them.
-# Torch is installed first (pinned) so that resolving the package never pulls a different torch build.
+# Install what the tests need into the current Python, then run the CPU test suite (about 10 minutes on 2 cores).
+#
+# What it installs, in order:
+#   1. torch 2.13.0, only if no torch is installed: pip's default build for this machine, which on Linux x86_64
+#      is PyPI's CUDA build (about 2.8 GB with its nvidia wheels). For a CPU-only build run this first:
+#          pip install torch --index-url https://download.pytorch.org/whl/cpu
+#   2. this package in editable mode with its `test` extra (pytest, scipy, ruff);
+#   3. lmms-eval 0.7.3 without its dependencies, then the `lmms-eval-nodeps` extra (what our two lmms-eval paths
+#      import), with the installed torch pinned: lmms-eval's own requirements pull torchvision, whose PyPI wheels
+#      would replace the installed torch.
+# The vLLM serving tests skip here (vLLM lives in its own venv): bash scripts/test_serving.sh runs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -c "import torch" 2>/dev/null || pip install --quiet "torch==2.13.0"
+if ! python -c "import torch" 2>/dev/null; then
+    echo "test.sh: no torch in $(python -c 'import sys; print(sys.prefix)'); installing torch 2.13.0 (on Linux" \
+         "x86_64 PyPI's CUDA build, ~2.8 GB; Ctrl-C and install the CPU build first if you want that)" >&2
+    pip install "torch==2.13.0"
+fi
+echo "test.sh: installing llava-scissor[test], lmms-eval 0.7.3 (--no-deps) and llava-scissor[lmms-eval-nodeps]" >&2
 pip install --quiet -e ".[test]"
-# lmms-eval 0.7.3 for the stock-class and llava.eval tests, without its dependencies (torchvision would replace
-# the pinned CPU torch with a CUDA build that fails to import); what our two paths need comes from our extra.
-# The vLLM serving tests skip here (vLLM lives in its own venv): bash scripts/test_serving.sh runs them.
 pins=$(mktemp) && python -c "import torch; print('torch==' + torch.__version__)" > "$pins"  # keep this torch
 pip install --quiet --no-deps --no-warn-conflicts "lmms-eval==0.7.3"
 pip install --quiet --no-warn-conflicts -c "$pins" -e ".[lmms-eval-nodeps]" && rm -f "$pins"
