@@ -128,8 +128,7 @@ def _probe_pyav(path: Path) -> _Probe:
         count, error = 0, None
         try:
             for packet in container.demux(stream):
-                if packet.size > 0 and not packet.is_discard:
-                    count += 1
+                count += packet.size > 0 and not packet.is_discard  # the demuxer's flush packets are empty
         except av.FFmpegError as exc:
             error = str(exc)
         return _Probe(count, int(stream.frames or 0), _stream_fps(stream), error)

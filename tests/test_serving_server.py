@@ -146,14 +146,14 @@ def test_serve_script_rejects_a_bad_ratio_before_starting_vllm(checkpoint):
     assert "must be in (0, 1], got 0" in result.stderr
 
 
-def test_readme_client_example_runs_against_the_server(server, capsys):
-    readme = (ROOT / "README.md").read_text().split("## Serving with vLLM", 1)[1]
-    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+def test_docs_client_example_runs_against_the_server(server, capsys):
+    page = (ROOT / "docs" / "serving.md").read_text().split("## Query the server", 1)[1]
+    code = re.search(r"```python\n(.*?)```", page, re.S).group(1)
     base, model = server
     code = code.replace("http://127.0.0.1:8000/v1", f"{base}/v1")
     code = code.replace('"llava-hf/llava-onevision-qwen2-0.5b-ov-hf"', repr(model))
     code = code.replace('"assets/demo.mp4"', repr(str(ROOT / "assets" / "demo.mp4")))
-    exec(compile(code, "README.md", "exec"), {})
+    exec(compile(code, "docs/serving.md", "exec"), {})
     ratio = float(re.search(r'"retention_ratio": ([0-9.]+)', code).group(1))
     question = re.search(r'"type": "text", "text": "([^"]+)"', code).group(1)
     assert capsys.readouterr().out.split()[-1] == str(expected_prompt_tokens(model, ratio, question))

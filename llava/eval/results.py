@@ -145,16 +145,21 @@ def collect(paper: Paper, root: Path) -> tuple[dict[CellKey, dict[str, dict[str,
     The report renders what is finished and lists the rest; the grid runner is where unfinished cells fail."""
     found: dict[CellKey, dict[str, dict[str, float]]] = {}
     problems: list[str] = []
-    for model in sorted(p.name for p in root.iterdir() if p.is_dir()):
-        for mode in MODES:
-            for ratio_path in sorted((root / model / mode).glob("*")):
-                for cell in sorted(p for p in ratio_path.iterdir() if p.is_dir() and p.name in paper.grid_tasks):
-                    try:
-                        found[CellKey(model, mode, float(ratio_path.name), cell.name)] = check_cell(
-                            paper, cell, cell.name)
-                    except IncompleteCellError as err:
-                        problems.append(str(err))
+    for key, cell in _cell_dirs(paper, root):
+        try:
+            found[key] = check_cell(paper, cell, cell.name)
+        except IncompleteCellError as err:
+            problems.append(str(err))
     return found, problems
+
+
+def _cell_dirs(paper: Paper, root: Path) -> list[tuple[CellKey, Path]]:
+    """(key, directory) of every cell of the paper's grid present under `root/<model>/<mode>/<ratio>/<task>`."""
+    return [(CellKey(model.name, mode, float(ratio.name), cell.name), cell)
+            for model in sorted(p for p in root.iterdir() if p.is_dir())
+            for mode in MODES
+            for ratio in sorted((model / mode).glob("*"))
+            for cell in sorted(p for p in ratio.iterdir() if p.is_dir() and p.name in paper.grid_tasks)]
 
 
 if __name__ == "__main__":
