@@ -9,32 +9,34 @@ Columns per case:
   and its neighbours, components sorted by highest-degree member, the same merge step. tau mode only.
 - ratio rows also show ours in tau mode at the spatial tau the ratio search settled on (the same work without
   the search), to price the exact budget.
-- syncs / ops: host round trips and dispatched ops of one call (llava.compression.counting), the costs a GPU
+- syncs / ops: host round trips and dispatched ops of one call (llava.testing.counting), the costs a GPU
   pays per call in launch stalls and kernel launches.
 
 `--long` prints the long-video table instead: 32 / 64 / 128 / 256 frames, compression time against one tiled
 similarity pass over its temporal tokens (M' = tokens after the spatial step), which any exact temporal step pays.
 
-Run: python benchmarks/bench_compression.py [--repeats 5] [--dims 896 3584] [--long] [--device cuda]
+The table is printed and written to benchmarks/results/compression[-long][-large-regions]-<dtype>-<device>.md,
+stamped with the commit, date, machine and command (llava.testing.results).
+
+Run: python benchmarks/bench_compression.py [--repeats 5] [--dims 896 3584] [--long] [--device cuda] [--dtype bfloat16]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).parent))
-from synthetic import region_video  # noqa: E402
-
-from llava.compression import CompressionConfig, compress  # noqa: E402
-from llava.compression.counting import count  # noqa: E402
-from llava.compression.graph import tile_rows, unit  # noqa: E402
+from llava.compression import CompressionConfig, compress
+from llava.compression.graph import tile_rows, unit
+from llava.compression.timing import timed_call
+from llava.testing.counting import count
+from llava.testing.results import RESULTS_DIR, Report
+from llava.testing.synthetic import region_video
 
 LARGE_REGIONS = {"regions": 32, "noise": (0.05, 0.45), "size_spread": 30.0}
 
@@ -44,23 +46,15 @@ def median_ms(repeats: int, fn, *args) -> float:
 
 
 def interleaved_ms(repeats: int, *calls: tuple) -> list[float]:
-    """Median ms of each call (fn, *args), the calls alternating within every repeat so that machine noise
-    hits all of them alike and their ratios stay meaningful."""
+    """Median ms of each call (fn, *args) on the device of its first argument, the calls alternating within
+    every repeat so that machine noise hits all of them alike and their ratios stay meaningful."""
     for fn, *args in calls:
         fn(*args)  # warm-up
     times: list[list[float]] = [[] for _ in calls]
     for _ in range(repeats):
         for slot, (fn, *args) in zip(times, calls, strict=True):
-            start = _clock()
-            fn(*args)
-            slot.append((_clock() - start) * 1000)
+            slot.append(timed_call(args[0].device, partial(fn, *args))[1])
     return [statistics.median(slot) for slot in times]
-
-
-def _clock() -> float:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter()
 
 
 # ------------------------------------------------------------------ the straightforward implementation
@@ -130,33 +124,34 @@ def similarity_pass(tokens: torch.Tensor) -> None:
         (x_unit[start:start + step] @ x_unit.T).clamp_(-1.0, 1.0)
 
 
-def run_long(dims: list[int], frames_list: list[int], repeats: int, device: str) -> None:
-    print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, median of {repeats} runs")
+def run_long(report: Report, dims: list[int], frames_list: list[int], repeats: int, dtype: torch.dtype) -> None:
+    report.add(f"median of {repeats} interleaved runs; `one pass` is one tiled pass over the full similarity rows "
+               "of M' tokens\n")
     header = "| D | mode | frames | M' | tokens out | ours ms | one pass ms | ours/pass | syncs | ops |"
-    print(header)
-    print("|" + "---|" * (header.count("|") - 1))
+    report.add(header)
+    report.add("|" + "---|" * (header.count("|") - 1))
     for dim in dims:
         for mode, config in (("tau 0.9", CompressionConfig(tau=0.9)),
                              ("r 0.1", CompressionConfig(retention_ratio=0.1))):
             for frames in frames_list:
-                features = region_video(frames=frames, dim=dim).to(device)
+                features = region_video(frames=frames, dim=dim).to(report.device, dtype)
                 stats = compress(features, config).stats
                 temporal = features.reshape(-1, dim)[: stats.tokens_spatial]  # M' tokens stand in for the pass
                 ours, one_pass = interleaved_ms(repeats, (compress, features, config), (similarity_pass, temporal))
                 counts = count(compress, features, config)
-                print(f"| {dim} | {mode} | {frames} | {stats.tokens_spatial} | {stats.tokens_out} | {ours:.0f} | "
-                      f"{one_pass:.0f} | {ours / one_pass:.2f} | {counts.syncs} | {counts.ops} |", flush=True)
+                report.add(f"| {dim} | {mode} | {frames} | {stats.tokens_spatial} | {stats.tokens_out} | {ours:.0f} | "
+                           f"{one_pass:.0f} | {ours / one_pass:.2f} | {counts.syncs} | {counts.ops} |")
 
 
-def run(dims: list[int], repeats: int, large_regions: bool, device: str) -> None:
-    print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, median of {repeats} interleaved "
-          "runs")
+def run(report: Report, dims: list[int], repeats: int, large_regions: bool, dtype: torch.dtype) -> None:
+    report.add(f"median of {repeats} interleaved runs ({max(1, repeats // 3)} for naive); structured synthetic "
+               f"features{' with large regions' if large_regions else ''}, 32 frames x 196 tokens\n")
     header = ("| D | mode | tokens out (%) | ours ms | floor ms | ours/floor | naive ms | naive/ours | tau-mode ms "
               "| ratio/tau | syncs | ops |")
-    print(header)
-    print("|" + "---|" * (header.count("|") - 1))
+    report.add(header)
+    report.add("|" + "---|" * (header.count("|") - 1))
     for dim in dims:
-        features = region_video(dim=dim, **(LARGE_REGIONS if large_regions else {})).to(device)
+        features = region_video(dim=dim, **(LARGE_REGIONS if large_regions else {})).to(report.device, dtype)
         n = features.shape[0] * features.shape[1]
         for tau in (0.8, 0.9, 0.95):
             config = CompressionConfig(tau=tau)
@@ -167,9 +162,9 @@ def run(dims: list[int], repeats: int, large_regions: bool, device: str) -> None
             )
             naive = median_ms(max(1, repeats // 3), naive_compress, features, tau)
             counts = count(compress, features, config)
-            print(f"| {dim} | tau {tau} | {stats.tokens_out} ({100 * stats.tokens_out / n:.1f}) | {ours:.0f} | "
-                  f"{floor:.0f} | {ours / floor:.2f} | {naive:.0f} | {naive / ours:.1f} | - | - | {counts.syncs} | "
-                  f"{counts.ops} |", flush=True)
+            report.add(f"| {dim} | tau {tau} | {stats.tokens_out} ({100 * stats.tokens_out / n:.1f}) | {ours:.0f} | "
+                       f"{floor:.0f} | {ours / floor:.2f} | {naive:.0f} | {naive / ours:.1f} | - | - | "
+                       f"{counts.syncs} | {counts.ops} |")
         for ratio in (0.35, 0.10, 0.05):
             config = CompressionConfig(retention_ratio=ratio)
             stats = compress(features, config).stats
@@ -179,13 +174,13 @@ def run(dims: list[int], repeats: int, large_regions: bool, device: str) -> None
                 (compress, features, CompressionConfig(tau=stats.tau_spatial)),
             )
             counts = count(compress, features, config)
-            print(f"| {dim} | r {ratio} (tau {stats.tau_spatial:.3f}/{stats.tau_temporal:.3f}) | "
-                  f"{stats.tokens_out} ({100 * stats.tokens_out / n:.1f}) | {ours:.0f} | {floor:.0f} | "
-                  f"{ours / floor:.2f} | - | - | {tau_ms:.0f} | {ours / tau_ms:.2f} | {counts.syncs} | "
-                  f"{counts.ops} |", flush=True)
+            report.add(f"| {dim} | r {ratio} (tau {stats.tau_spatial:.3f}/{stats.tau_temporal:.3f}) | "
+                       f"{stats.tokens_out} ({100 * stats.tokens_out / n:.1f}) | {ours:.0f} | {floor:.0f} | "
+                       f"{ours / floor:.2f} | - | - | {tau_ms:.0f} | {ours / tau_ms:.2f} | {counts.syncs} | "
+                       f"{counts.ops} |")
 
 
-if __name__ == "__main__":
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dims", type=int, nargs="+", default=[896, 3584])
@@ -194,8 +189,20 @@ if __name__ == "__main__":
     parser.add_argument("--long", action="store_true", help="the long-video table (32-256 frames)")
     parser.add_argument("--frames", type=int, nargs="+", default=[32, 64, 128, 256], help="frames for --long")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                        help="the features' dtype")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the table's file goes")
     args = parser.parse_args()
+    name = "compression-long" if args.long else "compression" + ("-large-regions" if args.large_regions else "")
+    title = "Compression speed, long videos" if args.long else "Compression speed at the paper's shapes"
+    report = Report(title, args.device, args.dtype, echo=partial(print, flush=True))
+    report.add(f"{report.stamp.machine}, torch {torch.__version__}, {args.dtype} on {args.device}")
     if args.long:
-        run_long(args.dims, args.frames, args.repeats, args.device)
+        run_long(report, args.dims, args.frames, args.repeats, getattr(torch, args.dtype))
     else:
-        run(args.dims, args.repeats, args.large_regions, args.device)
+        run(report, args.dims, args.repeats, args.large_regions, getattr(torch, args.dtype))
+    print(f"wrote {report.write(args.results_dir, name)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -16,17 +16,24 @@ so K and prompt lengths are the real ones; widths are tiny, so the costs are not
 GPU (the figures that matter; vLLM from `pip install -e ".[serve]"`):
     python benchmarks/bench_serving.py --model llava-hf/llava-onevision-qwen2-0.5b-ov-hf --dtype bfloat16 \
         --requests 64 --videos clip1.mp4 clip2.mp4 ...
+
+The table is printed and written to benchmarks/results/serving-<model>-<dtype>-<device>.md (model: `tiny-random`
+or the checkpoint's last path part), stamped with the commit, date, machine and command (llava.testing.results).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from llava.compression.timing import timed_call
+from llava.testing.results import RESULTS_DIR, Report
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTION = "Describe what happens in this video."
@@ -43,6 +50,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--max-model-len", type=int, default=8192)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the table's file goes")
     return parser.parse_args()
 
 
@@ -81,13 +89,11 @@ def burst(videos: list[np.ndarray], count: int, ratio: float, start: int) -> lis
 
 def scc_ms(llm, frames: np.ndarray, ratio: float, repeats: int) -> float:
     """Median ms of `compress` on one video's pooled features, computed by the engine's own model (in-process)."""
-    import torch
-
     from llava.compression import compress
     from llava.model.image_processor import SiglipVideoProcessor
-    from llava.serving.budget import compression_for
+    from llava.serving.budget import VideoBudget
 
-    config = compression_for(ratio)
+    config = VideoBudget(ratio=ratio).compression()
     if config is None:
         return 0.0
     size = llm.llm_engine.model_config.hf_config.vision_config.image_size
@@ -95,16 +101,10 @@ def scc_ms(llm, frames: np.ndarray, ratio: float, repeats: int) -> float:
 
     def run(model) -> float:
         param = next(model.parameters())
-        sync = torch.cuda.synchronize if param.is_cuda else (lambda: None)
         with torch.no_grad():
             pooled = model._video_pixels_to_features(model.vision_tower, pixels.to(param.device, param.dtype))
-            times = []
-            for _ in range(repeats + 1):  # the first is a warm-up
-                sync()
-                start = time.perf_counter()
-                compress(pooled, config)
-                sync()
-                times.append((time.perf_counter() - start) * 1000)
+            times = [timed_call(param.device, lambda: compress(pooled, config))[1]
+                     for _ in range(repeats + 1)]  # the first is a warm-up
         return statistics.median(times[1:])
 
     return llm.apply_model(run)[0]
@@ -118,6 +118,7 @@ def main() -> None:
     from llava.serving.plugin import ARCHITECTURE
 
     model = args.model or tiny_checkpoint()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # where vLLM runs the engine
     videos = load_videos(args.videos, args.frames)
     llm = LLM(model=model, hf_overrides={"architectures": [ARCHITECTURE]}, dtype=args.dtype,
               max_model_len=args.max_model_len, enable_prefix_caching=False, mm_processor_cache_gb=0,
@@ -135,27 +136,29 @@ def main() -> None:
         for ratio in args.ratios:
             requests = burst(videos, args.requests, ratio, serial)
             serial += args.requests
-            start = time.perf_counter()
-            outputs = llm.generate(requests, params, use_tqdm=False)
-            rates[ratio].append(len(requests) / (time.perf_counter() - start))
+            outputs, ms = timed_call(device, lambda r=requests: llm.generate(r, params, use_tqdm=False))
+            rates[ratio].append(len(requests) / (ms / 1000.0))
             ttft[ratio] += [out.metrics.first_token_latency * 1000 for out in outputs]
             ids = outputs[0].prompt_token_ids
             counts[ratio] = (ids.count(video_token), len(ids))
 
     base = args.ratios[0]
-    print(f"model {model}; {len(videos)} video(s), {args.frames} frames; {args.requests} requests per burst, "
-          f"{args.repeats} repeats, {args.max_tokens} new tokens, {args.dtype}")
+    report = Report("Serving throughput and time to first token", device, args.dtype, echo=print)
+    report.add(f"model {model}; {len(videos)} video(s), {args.frames} frames; {args.requests} requests per burst, "
+               f"{args.repeats} repeats, {args.max_tokens} new tokens, {args.dtype}\n")
     scc = {ratio: scc_ms(llm, videos[0], ratio, args.repeats) for ratio in args.ratios}
-    print(f"| r | video tokens | prompt tokens | req/s | TTFT median ms | TTFT p90 ms | SCC ms | req/s vs r={base} "
-          f"| TTFT vs r={base} |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    report.add(f"| r | video tokens | prompt tokens | req/s | TTFT median ms | TTFT p90 ms | SCC ms | req/s vs "
+               f"r={base} | TTFT vs r={base} |")
+    report.add("|---|---|---|---|---|---|---|---|---|")
     for ratio in args.ratios:
         rate, median = statistics.median(rates[ratio]), statistics.median(ttft[ratio])
         p90 = float(np.percentile(ttft[ratio], 90))
         rate_x = rate / statistics.median(rates[base])
         ttft_x = median / statistics.median(ttft[base])
-        print(f"| {ratio:g} | {counts[ratio][0]} | {counts[ratio][1]} | {rate:.2f} | {median:.0f} | {p90:.0f} "
-              f"| {scc[ratio]:.0f} | {rate_x:.2f} | {ttft_x:.2f} |")
+        report.add(f"| {ratio:g} | {counts[ratio][0]} | {counts[ratio][1]} | {rate:.2f} | {median:.0f} | {p90:.0f} "
+                   f"| {scc[ratio]:.0f} | {rate_x:.2f} | {ttft_x:.2f} |")
+    name = "tiny-random" if args.model is None else re.sub(r"[^A-Za-z0-9.]+", "-", Path(args.model).name).lower()
+    print(f"wrote {report.write(args.results_dir, f'serving-{name}')}")
 
 
 if __name__ == "__main__":

@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import itertools
-import sys
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import bench_pipeline  # noqa: E402
-from measure import LayerClock, PeakMemory, counted_flops, reset_cpu_peak, scale_depth  # noqa: E402
-
-from llava.compression.counting import CountingMode  # noqa: E402
+from llava.compression.pllava import ratio_shape
+from llava.config_types import METHOD_SPECS
+from llava.testing import methods_bench
+from llava.testing import pipeline_bench as bench_pipeline
+from llava.testing.architectures import model_config
+from llava.testing.counting import CountingMode
+from llava.testing.instruments import LayerClock, PeakMemory, SpanClock, counted_flops, reset_cpu_peak, scale_depth
+from llava.testing.synthetic import prompt_ids
 
 TINY_RUN = ["--archs", "tiny", "--memory-arch", "tiny", "--frames", "3", "--memory-frames", "2", "4", "--repeats", "1",
             "--video-size", "64", "48", "--new-tokens", "2", "--retentions", "1.0", "0.5", "0.1",
@@ -96,15 +100,38 @@ def tiny_bench() -> bench_pipeline.Bench:
     return bench_pipeline.build_bench("tiny", bench_pipeline.BenchConfig(archs=("tiny",), frames=3))
 
 
-def test_vision_stages_are_the_models_pooled_features(tiny_bench: bench_pipeline.Bench) -> None:
+@pytest.mark.parametrize("stride", [2, 3])
+def test_vision_stages_are_the_models_pooled_features(tiny_bench: bench_pipeline.Bench, stride: int) -> None:
     size = tiny_bench.spec.vision["image_size"]
     pixels = torch.randn(5, 3, size, size, generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
-        pooled, times = bench_pipeline.vision_stages(tiny_bench, pixels, frame_batch_size=2)
-        expected = tiny_bench.model.pooled_features(pixels, frame_batch_size=2)
+    config = tiny_bench.model.config
+    config.mm_spatial_pool_stride = stride  # as lmms-eval sets it: the model reads it at its next call
+    try:
+        with torch.inference_mode():
+            pooled, times = bench_pipeline.vision_stages(tiny_bench, pixels, frame_batch_size=2)
+            left = tiny_bench.tower_span.take(), tiny_bench.tower_clock.take()  # vision_stages took its spans
+            expected = tiny_bench.model.pooled_features(pixels, frame_batch_size=2)
+        side = bench_pipeline.pooled_side(config)
+    finally:
+        config.mm_spatial_pool_stride = 2
     assert torch.equal(pooled, expected)
-    assert set(times) == {"tower", "proj+pool"}
-    assert len(tiny_bench.tower_clock.take()) == 3  # one pass through the tower's layers per chunk of 2 of 5 frames
+    assert pooled.shape[1] == side**2 == {2: 16, 3: 9}[stride]  # 8x8 patches of the tiny tower: 4x4, 3x3
+    assert set(times) == {"tower", "proj+pool"} and left == ([], [])
+    assert len(tiny_bench.tower_span.take()) == 3  # one span per chunk of 2 of 5 frames
+    assert len(tiny_bench.tower_clock.take()) == 3
+
+
+def test_span_clock_one_entry_per_pass_from_first_to_last() -> None:
+    first, middle, last = torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)
+    clock = SpanClock(first, last, torch.device("cpu"))
+    for _ in range(3):
+        last(middle(first(torch.ones(1, 4))))
+    middle(torch.ones(1, 4))  # outside the span: no entry
+    spans = clock.take()
+    clock.remove()
+    last(middle(first(torch.ones(1, 4))))
+    assert len(spans) == 3 and all(ms >= 0.0 for ms in spans)
+    assert clock.take() == []  # removed hooks record nothing
 
 
 @pytest.mark.parametrize("new_tokens", [1, 3])
@@ -137,6 +164,8 @@ def test_bad_settings_name_the_problem() -> None:
         bench_pipeline.BenchConfig(archs=("13b",))
     with pytest.raises(ValueError, match=r"retentions must be in \(0, 1\]"):
         bench_pipeline.parse_args(["--retentions", "1.0", "0"])
+    with pytest.raises(ValueError, match="placeholder_at"):
+        prompt_ids(1, 4, 10, placeholder_at=4)
 
 
 def _rows(text: str, heading: str) -> list[list[str]]:
@@ -147,12 +176,18 @@ def _rows(text: str, heading: str) -> list[list[str]]:
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
 
 
-def test_script_runs_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = bench_pipeline.parse_args(TINY_RUN)
-    bench_pipeline.run(cfg)
+def test_script_runs_end_to_end(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    cfg, results_dir = bench_pipeline.parse_args(TINY_RUN + ["--results-dir", str(tmp_path)])
+    written = bench_pipeline.run(cfg, results_dir, echo=print)
     out = capsys.readouterr().out
-    spec = bench_pipeline.ARCHITECTURES["tiny"]
-    tokens = cfg.frames * bench_pipeline.tokens_per_frame_side(spec) ** 2  # F * T pooled tokens
+    tokens = cfg.frames * bench_pipeline.pooled_side(model_config("tiny")) ** 2  # F * T pooled tokens
+    assert sorted(path.name for path in written) == sorted(path.name for path in tmp_path.iterdir()) == [
+        "pipeline-counts-float32-cpu.md", "pipeline-memory-tiny-r0.1-float32-cpu.md",
+        "pipeline-stages-tiny-float32-cpu.md"]
+    for path in written:  # each file: its stamp, then the table as printed
+        text = path.read_text()
+        assert text.startswith("# ") and "- command: `python " in text
+        assert _rows(text, "|") == _rows(out, text.splitlines()[0][2:])
 
     stages = _rows(out, "## Stages, tiny")
     assert [row[0] for row in stages] == ["100% (none)", "50%", "10%"]
@@ -168,3 +203,82 @@ def test_script_runs_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     counts = _rows(out, "## Ops and host round trips")
     assert [(int(row[0]), row[2]) for row in counts] == [(2, "tau 0.9"), (2, "r 0.1"), (3, "tau 0.9"), (3, "r 0.1")]
     assert all(int(row[4]) > int(row[5]) >= 0 for row in counts)  # ops dispatched, of which round trips
+
+
+def test_methods_section_a_row_per_method_and_ratio(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Every registered method at 50 / 35 / 10% after the 100% row (DyCoke also with its decode stage), with the
+    token counts its budget gives; a budget the method cannot reach (DyCoke at 8 frames keeps at least 3 whole
+    frames, 37.5%) shows "-" and why. FastV (K = 1 of the tiny LLM's 2 layers) takes all 128 video tokens in and
+    keeps round(r x 128) from layer 1 on; per layer (128 + kept) / 2."""
+    cfg, results_dir = bench_pipeline.parse_args(["--archs", "tiny", "--frames", "8", "--repeats", "1",
+                                                  "--video-size", "64", "48", "--sections", "methods",
+                                                  "--in-llm-layer", "1", "--new-tokens", "2",
+                                                  "--results-dir", str(tmp_path)])
+    written = methods_bench.run(cfg, results_dir, echo=print)
+    assert [path.name for path in written] == ["pipeline-methods-tiny-float32-cpu.md"]
+    rows = _rows(capsys.readouterr().out, "## Methods side by side, tiny")
+    tokens = 8 * 16  # F x T of the tiny tower (8 x 8 patches pooled to 4 x 4)
+    expected = [("none", "100%")]
+    for method, spec in METHOD_SPECS.items():
+        expected += [(m, f"{100 * r:g}%") for m in (method, methods_bench.TWO_STAGE) if spec.budget != "none"
+                     and (m == method or method == "dycoke") for r in cfg.method_retentions]
+    assert [(row[0], row[1]) for row in rows] == expected
+    for row in rows:
+        method, ratio = row[0], float(row[1].rstrip("%")) / 100
+        if method in ("dycoke", methods_bench.TWO_STAGE) and ratio < 0.375:
+            assert row[2:-1] == ["-"] * 17 and "dycoke cannot keep fewer than 48 of 128 tokens" in row[-1]
+            continue
+        assert row[-1] == "" and int(row[2]) == _expected_tokens(method, ratio, tokens)
+        newline = 1 if method in ("none", "fastv") else 0  # one newline token after an uncompressed video
+        assert int(row[3]) == bench_pipeline.PROMPT_LENGTH - 1 + int(row[2]) + newline
+        if method == "fastv":
+            kept = round(ratio * tokens)
+            assert row[4] == "1" and float(row[5]) == kept
+            assert float(row[6]) == pytest.approx((tokens + kept) / 2, abs=0.05)
+        elif method == methods_bench.TWO_STAGE:  # decode-stage steps attend to int(63 x 0.2) = 12 video tokens
+            assert row[4] == "1" and 12 <= float(row[5]) <= 63
+            assert float(row[6]) == pytest.approx((63 + float(row[5])) / 2, abs=0.05)  # printed with one decimal
+        else:
+            assert row[4] == "-" and float(row[5]) == float(row[6]) == int(row[2])
+    assert (tmp_path / written[0].name).read_text().count("\n| ") == len(expected) + 1  # header + one per cell
+
+
+def test_in_llm_rows_scale_the_layers_from_k_on() -> None:
+    """FastV's prefill FLOPs on K + 1 layers, split at K and scaled, equal those of the real depth: layers below K
+    see every token, the one from K on stands for every later layer (they all see the kept tokens)."""
+    def bench(layers: int) -> bench_pipeline.Bench:
+        return bench_pipeline.build_bench("tiny", bench_pipeline.BenchConfig(archs=("tiny",), frames=3,
+                                                                             text_layers=layers))
+
+    deep, reduced = bench(4), bench(2)  # a 4-layer LLM, and its stand-in with K + 1 = 2 layers
+    config = methods_bench.ratio_config("fastv", 0.25, layer=1)
+    inputs = methods_bench.MethodInputs(deep.features, None)
+    with torch.inference_mode():
+        at_real = methods_bench.cell_flops(deep, replace(methods_bench.depth_split(deep, 0), real=4), config, inputs)
+        split = replace(methods_bench.depth_split(reduced, 1), real=4)
+        scaled = methods_bench.cell_flops(reduced, split, config, inputs)
+        by_count = methods_bench.cell_flops(reduced, replace(methods_bench.depth_split(reduced, 0), real=4), config,
+                                            inputs)
+    assert split.scale(10.0, 4.0) == 10.0 + 4.0 * 2  # layer 1 stands for layers 1, 2 and 3
+    assert scaled["prefill GFLOP"] == pytest.approx(at_real["prefill GFLOP"], rel=1e-12)
+    assert by_count["prefill GFLOP"] > 1.05 * at_real["prefill GFLOP"]  # scaling every layer alike overcounts
+    real = bench_pipeline.BenchConfig(archs=("tiny",), frames=3, full_depth=True)
+    groups, skipped = methods_bench.bench_groups(methods_bench.method_cells((0.5,)), real, "tiny")
+    assert len(groups) == 1 and skipped == {}  # at the real depth one bench measures every cell
+    cfg = bench_pipeline.BenchConfig(archs=("tiny",), in_llm_layer=2)
+    groups, skipped = methods_bench.bench_groups(methods_bench.method_cells((0.5,)), cfg, "tiny")
+    assert set(skipped) == {("fastv", 0.5), (methods_bench.TWO_STAGE, 0.5)} and len(groups) == 1
+    assert "past the LLM's 2 layers" in skipped[("fastv", 0.5)]
+
+
+def _expected_tokens(method: str, ratio: float, tokens: int) -> int:
+    """What each budget gives on 8 frames of 16 tokens (4 x 4 pooled from 8 x 8)."""
+    if method in ("none", "fastv"):  # FastV prunes inside the LLM: every token enters it
+        return tokens
+    k = max(1, round(ratio * tokens))
+    if method == "pllava":
+        return math.prod(ratio_shape(8, 8, k))
+    if method in ("dycoke", methods_bench.TWO_STAGE):  # frames 1, 3, 5, 7 (pairs), 2 (of four) pruned; 0, 4, 6 whole
+        assert ratio == 0.5
+        return 3 * 16 + 5 * 3  # the 5 pruned frames keep 3 each: 63 is the nearest count to 64
+    return k

@@ -7,8 +7,6 @@ code computes similarities in float32, so a case only counts when no similarity 
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -602,8 +600,7 @@ def test_device_side_threshold_equals_the_host_one() -> None:
 def test_ratio_mode_on_a_table_whose_matmul_is_asymmetric() -> None:
     """A small temporal graph whose tree weight and edge (5, 8) differed in the last bit between the two sides of
     the matmul: the cut at the tree weight merged one cluster too many ("left 2 clusters instead of 3")."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from synthetic import region_video
+    from llava.testing.synthetic import region_video
 
     x = region_video(frames=4, grid=4, dim=64)[:2]
     for ratio in (0.05, 0.1, 0.2, 0.35):
@@ -672,8 +669,7 @@ def test_ratio_search_reuse_does_not_change_the_result(monkeypatch: pytest.Monke
                                                        regions: int) -> None:
     """Later probes reuse earlier probes' temporal edges; with reuse switched off the result is the same (cases
     where the search takes 2-3 probes)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from synthetic import region_video
+    from llava.testing.synthetic import region_video
 
     x = region_video(frames=8 if regions == 64 else 6, grid=14, dim=64, regions=regions, seed=seed)
     patches = []

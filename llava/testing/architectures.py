@@ -41,12 +41,10 @@ ARCHITECTURES = {
     "7b": Architecture(3584, 18944, 28, 28, 4, 152064, False),
     "tiny": Architecture(64, 128, 2, 4, 2, 512, True, TINY_VISION),
 }
-VISION_LAYERS = SO400M_VISION["num_hidden_layers"]
 
 
-def random_model(arch: str, vision_layers: int | None = None, text_layers: int | None = None,
-                 dtype: torch.dtype = torch.float32, seed: int = 0) -> LlavaOnevisionVideoModel:
-    """Our model with random weights at `arch`'s shapes; None layers = the real depth."""
+def model_config(arch: str, vision_layers: int | None = None, text_layers: int | None = None) -> ModelConfig:
+    """The config of `arch` with the checkpoints' default pooling; None layers = the real depth."""
     spec = ARCHITECTURES[arch]
     text = Qwen2Config(
         hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
@@ -55,6 +53,18 @@ def random_model(arch: str, vision_layers: int | None = None, text_layers: int |
         tie_word_embeddings=spec.tie_word_embeddings, max_position_embeddings=32768, rope_theta=1000000.0,
     )
     vision = SiglipVisionConfig(**{**spec.vision, "num_hidden_layers": vision_layers or spec.vision_layers})
-    config = ModelConfig(text=text, vision=vision, source_format="original")
+    return ModelConfig(text=text, vision=vision, source_format="original")
+
+
+def random_model(arch: str, vision_layers: int | None = None, text_layers: int | None = None,
+                 dtype: torch.dtype = torch.float32, seed: int = 0,
+                 device: torch.device | str = "cpu") -> LlavaOnevisionVideoModel:
+    """Our model with random weights at `arch`'s shapes on `device`; None layers = the real depth.
+
+    The weights are drawn on `device` itself: drawing the 7B's on a CPU takes minutes where a GPU takes seconds.
+    """
+    config = model_config(arch, vision_layers, text_layers)
     torch.manual_seed(seed)
-    return LlavaOnevisionVideoModel(config, attn_implementation="sdpa").to(dtype).eval()
+    with torch.device(device):
+        model = LlavaOnevisionVideoModel(config, attn_implementation="sdpa")
+    return model.to(dtype).eval()

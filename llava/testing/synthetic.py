@@ -1,4 +1,5 @@
-"""Structured synthetic video features for benchmarks: semantic regions that persist across frames.
+"""Synthetic inputs for benchmarks and tests: video features with semantic regions that persist across frames,
+an H.264 clip, and prompt ids around the video placeholder.
 
 Gaussian noise would make every token its own component at any useful tau; real post-projector features form
 regions (objects, background) that move slowly and look alike from frame to frame. Here each frame is a 14x14
@@ -11,6 +12,8 @@ objects), which makes the similarity graphs much denser.
 from __future__ import annotations
 
 import torch
+
+from llava.constants import IMAGE_TOKEN_INDEX
 
 
 def region_video(
@@ -53,3 +56,17 @@ def write_clip(path: str, frames: int = 96, width: int = 1280, height: int = 720
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     return path
+
+
+def prompt_ids(n: int, length: int, vocab: int, placeholder_at: int = 14) -> list[torch.Tensor]:
+    """n different random prompts [length], each with one video placeholder (IMAGE_TOKEN_INDEX) at
+    `placeholder_at` (after a system part of that many ids, as Qwen2's chat template puts it)."""
+    if not 0 <= placeholder_at < length:
+        raise ValueError(f"placeholder_at must be in [0, {length}), got {placeholder_at}")
+    generator = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(n):
+        ids = torch.randint(0, vocab, (length,), generator=generator)  # (L,)
+        ids[placeholder_at] = IMAGE_TOKEN_INDEX
+        out.append(ids)
+    return out

@@ -1,11 +1,12 @@
-"""Instruments for the benchmarks: wall time with device sync, time inside a stack of layers, peak memory of a
-phase, and a count of dispatched ops and host round trips.
+"""Instruments for the benchmarks and their tests: time inside a span of modules, peak memory of a phase, FLOPs.
 
-- `timed`: wall time after the device has finished (CUDA work is asynchronous, so the clock syncs before and
-  after).
-- `LayerClock`: time spent inside a model's repeated layers, per forward call, from hooks on the first and the
-  last layer. A benchmark that runs a model with fewer layers than the real one scales exactly that part by the
-  layer count and keeps the rest (embeddings, final norm, lm_head, pooling) as measured.
+Every clock here is the package's one device-synced clock, `llava.compression.timing` (`timed_call` for a call's
+wall time): CUDA work is asynchronous, so each read waits for the device first.
+
+- `SpanClock`: time from entering one module to leaving another, per forward pass, from hooks (e.g. the vision
+  tower's embeddings to its encoder). `LayerClock` is the span of a model's repeated layers: a benchmark that
+  runs a model with fewer layers than the real one scales exactly that part by the layer count (`scale_depth`)
+  and keeps the rest (embeddings, final norm, lm_head, pooling) as measured.
 - `PeakMemory`: the peak of a phase above the memory in use when it started. CUDA: max_memory_allocated after
   reset_peak_memory_stats. CPU: the kernel's own high-water mark of resident memory (VmHWM), reset at the start
   of the phase by writing 5 to /proc/self/clear_refs (Linux), so nothing is sampled and no spike is missed; it
@@ -15,12 +16,11 @@ phase, and a count of dispatched ops and host round trips.
   `FlopCounterMode` (matmuls and attention, from shapes, so the same on every device). Compression's share of
   the prefill in FLOPs is the share of time a machine would show that ran both stages' matmuls equally fast
   and everything else for free.
-- Ops and host round trips per call are counted by the library's own counter, `llava.compression.counting`.
+- Ops and host round trips per call are counted by `llava.testing.counting`.
 """
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,41 +29,27 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from llava.compression.timing import device_sync, synced_now
+
 CLEAR_REFS = Path("/proc/self/clear_refs")
 STATUS = Path("/proc/self/status")
 MB = 2**20
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+class SpanClock:
+    """Milliseconds from entering `first` to leaving `last` (modules run in that order), one entry per pass."""
 
-
-def timed(device: torch.device, fn: Callable[[], Any]) -> tuple[Any, float]:
-    """(fn(), wall ms once the device is done)."""
-    sync(device)
-    start = time.perf_counter()
-    out = fn()
-    sync(device)
-    return out, (time.perf_counter() - start) * 1000.0
-
-
-class LayerClock:
-    """Milliseconds spent inside `layers` (an nn.ModuleList), one entry per forward pass through the stack."""
-
-    def __init__(self, layers: nn.ModuleList, device: torch.device) -> None:
+    def __init__(self, first: nn.Module, last: nn.Module, device: torch.device) -> None:
         self.device = device
         self.spans: list[float] = []
         self._start = 0.0
-        self._hooks = [layers[0].register_forward_pre_hook(self._enter), layers[-1].register_forward_hook(self._exit)]
+        self._hooks = [first.register_forward_pre_hook(self._enter), last.register_forward_hook(self._exit)]
 
     def _enter(self, module: nn.Module, args: Any) -> None:
-        sync(self.device)
-        self._start = time.perf_counter()
+        self._start = synced_now(self.device)
 
     def _exit(self, module: nn.Module, args: Any, output: Any) -> None:
-        sync(self.device)
-        self.spans.append((time.perf_counter() - self._start) * 1000.0)
+        self.spans.append((synced_now(self.device) - self._start) * 1000.0)
 
     def take(self) -> list[float]:
         """The spans recorded since the last take."""
@@ -73,6 +59,13 @@ class LayerClock:
     def remove(self) -> None:
         for hook in self._hooks:
             hook.remove()
+
+
+class LayerClock(SpanClock):
+    """Milliseconds spent inside `layers` (an nn.ModuleList), one entry per forward pass through the stack."""
+
+    def __init__(self, layers: nn.ModuleList, device: torch.device) -> None:
+        super().__init__(layers[0], layers[-1], device)
 
 
 def scale_depth(total_ms: float, layers_ms: float, used: int, real: int) -> float:
@@ -133,7 +126,7 @@ class PeakMemory:
 
     def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
-            sync(self.device)
+            device_sync(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             current = torch.cuda.memory_allocated(self.device) / MB
         else:
@@ -144,7 +137,7 @@ class PeakMemory:
 
     def __exit__(self, *exc: Any) -> None:
         if self.device.type == "cuda":
-            sync(self.device)
+            device_sync(self.device)
             self.mb = torch.cuda.max_memory_allocated(self.device) / MB - self.baseline_mb
         elif self._supported:
             self.mb = _status_mb("VmHWM") - self.baseline_mb
