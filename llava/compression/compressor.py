@@ -6,30 +6,40 @@ unknown method fails at config time with the list of valid ones.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 
+from .dycoke import dycoke_mask, keep_for_target, keep_per_frame
+from .evs import evs_mask
 from .merge import merge_into_kept
+from .pllava import pllava, resolve_shape
 from .scc import SCCOutput, scc_ratio, scc_tau
 from .selectors import l2norm_indices, random_indices, uniform_indices
 from .timing import synced_now
-from .types import METHODS, CompressionConfig, CompressionResult, CompressionStats
+from .types import METHOD_SPECS, METHODS, CompressionConfig, CompressionResult, CompressionStats, VisualExtras
+from .vidcom2 import vidcom2_mask
+from .visionzip import visionzip
 
 logger = logging.getLogger(__name__)
 
+# (features in the working precision [F, T, D], config, extras) -> tokens [K, D], assignment [F * T] (index of the
+# kept token each input token went into; -1 where a method drops the token instead of merging it)
+Compressor = Callable[[Tensor, CompressionConfig, "VisualExtras"], SCCOutput]
 
-def _scc(x: Tensor, config: CompressionConfig) -> SCCOutput:
+
+def _scc(x: Tensor, config: CompressionConfig, extras: VisualExtras) -> SCCOutput:
     F, T, _ = x.shape
     if config.tau is not None:
         return scc_tau(x, config.tau, config.epsilon, config.seed)
     return scc_ratio(x, config.target_tokens(F * T))
 
 
-def _selector(pick: Callable[[Tensor, int, int], Tensor]) -> Callable[[Tensor, CompressionConfig], SCCOutput]:
-    def run(x: Tensor, config: CompressionConfig) -> SCCOutput:
+def _selector(pick: Callable[[Tensor, int, int], Tensor]) -> Compressor:
+    def run(x: Tensor, config: CompressionConfig, extras: VisualExtras) -> SCCOutput:
         F, T, D = x.shape
         flat = x.view(F * T, D)
         kept = flat[pick(flat, config.target_tokens(F * T), config.seed)]  # (K, D)
@@ -39,16 +49,49 @@ def _selector(pick: Callable[[Tensor, int, int], Tensor]) -> Callable[[Tensor, C
     return run
 
 
-def _identity(x: Tensor, config: CompressionConfig) -> SCCOutput:
+def _kept(x: Tensor, mask: Tensor) -> SCCOutput:
+    """A dropping method's output from its keep mask [F, T]: the kept tokens in their original order; assignment
+    is a kept token's index among them and -1 for a dropped one."""
+    F, T, D = x.shape
+    flat = mask.view(F * T)
+    tokens = x.reshape(F * T, D)[flat]  # (K, D)
+    assignment = torch.where(flat, flat.cumsum(0) - 1, -1)  # (F*T,)
+    return SCCOutput(tokens, assignment, tokens.shape[0], float("nan"), float("nan"))
+
+
+def _dycoke(x: Tensor, config: CompressionConfig, extras: VisualExtras) -> SCCOutput:
+    F, T, _ = x.shape
+    if config.dycoke_k is not None:
+        return _kept(x, dycoke_mask(x, keep_per_frame(config.dycoke_k, T)))
+    return _kept(x, dycoke_mask(x, keep_for_target(F, T, config.target_tokens(F * T))))
+
+
+def _evs(x: Tensor, config: CompressionConfig, extras: VisualExtras) -> SCCOutput:
+    F, T, _ = x.shape
+    return _kept(x, evs_mask(x, config.target_tokens(F * T)))
+
+
+def _vidcom2(x: Tensor, config: CompressionConfig, extras: VisualExtras) -> SCCOutput:
+    F, T, _ = x.shape
+    return _kept(x, vidcom2_mask(x, config.retention_ratio, config.target_tokens(F * T)))
+
+
+def _identity(x: Tensor, config: CompressionConfig, extras: VisualExtras) -> SCCOutput:
     F, T, D = x.shape
     return SCCOutput(x.reshape(F * T, D), torch.arange(F * T, device=x.device), F * T, float("nan"), float("nan"))
 
 
-COMPRESSORS: dict[str, Callable[[Tensor, CompressionConfig], SCCOutput]] = {
+COMPRESSORS: dict[str, Compressor] = {
     "scc": _scc,
     "random": _selector(random_indices),
     "uniform": _selector(uniform_indices),
     "l2norm": _selector(l2norm_indices),
+    "pllava": pllava,
+    "visionzip": visionzip,
+    "dycoke": _dycoke,
+    "evs": _evs,
+    "vidcom2": _vidcom2,
+    "fastv": _identity,  # in-LLM: every video token enters the LLM, which prunes at layer K
     "none": _identity,
 }
 assert tuple(COMPRESSORS) == METHODS, "every method in config.METHODS needs exactly one compressor"
@@ -71,7 +114,8 @@ def check_features(features: Tensor) -> None:
         )
 
 
-def compress(features: Tensor, config: CompressionConfig, timed: bool = False) -> CompressionResult:
+def compress(features: Tensor, config: CompressionConfig, timed: bool = False,
+             extras: VisualExtras | None = None) -> CompressionResult:
     """Compress video features [F, T, D] into tokens [K, D] (same dtype and device) with `config`.
 
     timed=True synchronises the device before and after to fill `stats.time_ms` (wall time); by default
@@ -80,11 +124,13 @@ def compress(features: Tensor, config: CompressionConfig, timed: bool = False) -
     if not isinstance(config, CompressionConfig):
         raise TypeError(f"config must be a CompressionConfig, got {type(config).__name__}")
     check_features(features)
+    extras = extras if extras is not None else VisualExtras()
+    extras.require(config.method, METHOD_SPECS[config.method])
     F, T, _ = features.shape
     start = synced_now(features.device) if timed else None
     x = features.float() if config.precision == "float32" else features  # the working precision
     with torch.autocast(device_type=features.device.type, enabled=False), _ieee_float32_matmuls():
-        out = COMPRESSORS[config.method](x, config)
+        out = COMPRESSORS[config.method](x, config, extras)
     tokens = out.tokens.to(features.dtype)
     scc = config.method == "scc"
     stats = CompressionStats(
@@ -95,6 +141,7 @@ def compress(features: Tensor, config: CompressionConfig, timed: bool = False) -
         tau_spatial=out.tau_spatial if scc else None,
         tau_temporal=out.tau_temporal if scc else None,
         time_ms=(synced_now(features.device) - start) * 1000.0 if start is not None else None,
+        pool_shape=resolve_shape(config, F, math.isqrt(extras.grid.shape[1]), T) if config.method == "pllava" else None,
     )
     logger.debug("compressed %d -> %d tokens (%s ms)", stats.tokens_in, stats.tokens_out, stats.time_ms)
     return CompressionResult(tokens=tokens, assignment=out.assignment.view(F, T), stats=stats)
