@@ -11,12 +11,15 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from enum import Enum, auto
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.mm_utils import tokenizer_image_token
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 class SeparatorStyle(Enum):
@@ -88,12 +91,15 @@ conv_templates: dict[str, Conversation] = TemplateRegistry(
 )
 
 
-def video_prompt_ids(question: str, tokenizer: Any, template: str = "qwen_2") -> torch.Tensor:
+def video_prompt_ids(question: str, tokenizer: PreTrainedTokenizerBase, template: str = "qwen_2") -> torch.Tensor:
     """The chat prompt for one video and a question -> ids [L] with IMAGE_TOKEN_INDEX where the video goes.
 
-    `<image>\n` before the question, as LLaVA-NeXT's demos and lmms-eval's OneVision model build it.
+    `<image>\n` before the question, as LLaVA-NeXT's demos and lmms-eval's OneVision model build it; a question
+    that already holds `<image>` keeps it where it is (lmms-eval's stock class does the same, and some tasks
+    place the video themselves). The CLI and the lmms-eval model both build their prompts here.
     """
+    text = question if DEFAULT_IMAGE_TOKEN in question else f"{DEFAULT_IMAGE_TOKEN}\n{question}"
     conv = conv_templates[template].copy()
-    conv.append_message(conv.roles[0], f"{DEFAULT_IMAGE_TOKEN}\n{question}")
+    conv.append_message(conv.roles[0], text)
     conv.append_message(conv.roles[1], None)
     return tokenizer_image_token(conv.get_prompt(), tokenizer, return_tensors="pt")

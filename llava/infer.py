@@ -1,20 +1,17 @@
-"""Video question answering: `python -m llava.infer --video clip.mp4 --question "..."` (or `llava-infer`).
+"""Video question answering from the command line: `python -m llava.infer --video clip.mp4 --question "..."` (or
+`llava-infer`).
 
-Flags -> a `RunConfig` (YAML + dotted overrides, `llava.run_config.load_config`) -> `run_inference(config, video,
-questions)` -> an `InferenceReport` -> printed (text, or one JSON object with `--json`). `run_inference` is the
-library part: quiet (logging only). It composes the model's own stages, the ones `model.generate` composes, and
-only adds a clock around them, so its answers are `model.generate`'s by construction:
+Flags -> a `RunConfig` (YAML + dotted overrides, `llava.run_config.load_config`) -> `llava.runtime.run_inference(
+config, video, questions)` -> an `InferenceReport` -> printed (text, or one JSON object with `--json`). This module
+only parses, validates and prints; the runtime is `llava.runtime`, which evaluation imports (never this module).
 
-    decode       video file -> uint8 frames [F, H, W, 3]                       (llava.video)
-    vision       frames -> pixels -> model.pooled_features -> [F, T, D]
-    compression  model.compress_features -> EncodedVideo: [K, D] tokens + stats + assignment [F, T]
-    prefill      model.generate(ids, videos=[encoded]): the prompt's forward pass (first logits + KV cache)
-    generate     the remaining tokens of the same call (transformers' generation)
-
-The video is decoded, encoded and compressed once; each question reuses the compressed tokens (SCC does not
-look at the text), so several questions cost one vision and one compression pass. The video is decoded before the
-model loads, so a bad file fails at once. Errors a user can cause (video, checkpoint, config) are ValueError /
-OSError subclasses naming the problem; `main` prints them as one line and exits with code 2.
+Flags and the run config are parsed and validated before torch is imported: the parser's choices come from the
+torch-free `llava.config_types` and `llava.video`, and `llava.run_config` is torch-free. So `--help`, a bad flag or
+a bad value (`--retention-ratio 2`) answers in about a second instead of after torch's and transformers' import.
+Errors a user can cause (video, checkpoint, config) are printed as one line, led by the flag that set the bad value
+(`--retention-ratio: compression.retention_ratio must be in (0, 1], got 2.0`), with exit code 2. Text output has its
+control characters (other than newline and tab) escaped, because a random checkpoint's answer can hold raw bytes
+that would otherwise drive the terminal; JSON output escapes them already.
 """
 from __future__ import annotations
 
@@ -22,355 +19,41 @@ import argparse
 import json
 import logging
 import math
-import resource
+import re
 import sys
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-from llava.compression import METHODS
-from llava.compression.types import PRECISIONS
-from llava.constants import TINY_MARKER
-from llava.conversation import video_prompt_ids
-from llava.model.model_config import DTYPE_NAMES
-from llava.run_config import RunConfig, config_to_dict, load_config
+from llava.config_types import DTYPE_NAMES, METHODS, PRECISIONS
+from llava.run_config import CONFIG_DIR, RunConfig, load_config, resolve_config_path
 from llava.video import BACKENDS
 
 if TYPE_CHECKING:
-    from llava.model.modeling import EncodedVideo
-    from llava.video import VideoFrames
+    from llava.runtime import InferenceReport
 
-logger = logging.getLogger(__name__)
-
-PACKAGE_DIR = Path(__file__).resolve().parent  # configs and the demo clip ship inside the package (wheels too)
-CONFIG_DIR = PACKAGE_DIR / "configs"
+PACKAGE_DIR = Path(__file__).resolve().parent  # the demo clip ships inside the package (wheels too)
 DEFAULT_CONFIG = CONFIG_DIR / "llava-ov-0.5b-scissor.yaml"
 DEFAULT_VIDEO = PACKAGE_DIR / "assets" / "demo.mp4"
 DEFAULT_QUESTION = "Describe this video."
-STAGES = ("decode", "vision", "compression", "prefill", "generate")
-# config.json key that tiny random test checkpoints carry; older ones are recognised by their tiny tower.
-RANDOM_WARNING = (
-    "checkpoint {path} is a tiny RANDOM test checkpoint: the answer is meaningless (token counts and timings "
-    "are still real); use a real checkpoint (checkpoints/README.md) for answers"
-)
 DEBUG_HINT = "(--debug shows the traceback)"
+CHECKPOINT_HINT = "(with --model DIR; checkpoints/README.md)"
+# each config flag and the run config field it sets (dotted, as `load_config` takes overrides)
+FLAG_FIELDS = {
+    "--model": "model.path", "--device": "model.device", "--dtype": "model.dtype",
+    "--frame-batch-size": "model.frame_batch_size", "--frames": "video.frames", "--backend": "video.backend",
+    "--tau": "compression.tau", "--retention-ratio": "compression.retention_ratio",
+    "--pool-shape": "compression.pool_shape", "--dycoke-k": "compression.dycoke_k",
+    "--dycoke-l": "compression.dycoke_l", "--dycoke-p": "compression.dycoke_p",
+    "--fastv-layer": "compression.fastv_layer",
+    "--precision": "compression.precision", "--method": "compression.method",  # method last: it decides
+    "--max-new-tokens": "generation.max_new_tokens", "--temperature": "generation.temperature",
+}
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 and C1 controls except tab (09), newline (0a)
 
 
-class CheckpointError(ValueError):
-    """The checkpoint could not be found, fetched or loaded; the message names it."""
-
-
-@dataclass
-class LoadedModel:
-    """What `load_for_run` returns: the builder's outputs plus where the weights came from."""
-
-    tokenizer: Any
-    model: Any
-    processor: Any
-    checkpoint_dir: Path
-    random_tiny: bool
-    load_ms: float
-
-
-@dataclass
-class Answer:
-    """One question's answer and what generating it cost (the video's stages are shared, see InferenceReport)."""
-
-    question: str
-    answer: str
-    new_tokens: int
-    prefill_ms: float
-    generate_ms: float
-
-
-@dataclass
-class InferenceReport:
-    """Everything one run did: the answers, what compression did, time per stage and peak memory.
-
-    answers: one per question, in order (all from the same compressed tokens).
-    frames = F frames sampled (`frame_indices` into the video's `total_frames`; `repeated_frames` when the video
-    had fewer frames than requested, `video_note` says what the decoder noticed).
-    tokens_before = F * T pooled tokens; tokens_after = K visual tokens sent to the LLM, newline excluded
-    (`newline_tokens` says how many newline tokens were appended after them); retention = after / before.
-    timings_ms: one entry per stage in STAGES; decode, vision and compression ran once, prefill and generate are
-    summed over the questions (each Answer has its own). peak_memory_kind: "cuda_max_allocated" (summed over GPUs)
-    or "process_rss_peak" (CPU: the process's maximum resident set, which includes Python and the weights).
-    """
-
-    answers: list[Answer]
-    video: str
-    model: str
-    checkpoint: str
-    device: str
-    dtype: str
-    frames: int
-    frames_requested: int
-    frame_indices: list[int]
-    total_frames: int
-    repeated_frames: bool
-    video_backend: str
-    video_note: str | None
-    tokens_per_frame: int
-    tokens_before: int
-    tokens_spatial: int | None
-    tokens_after: int
-    newline_tokens: int
-    retention: float
-    method: str
-    tau_spatial: float | None
-    tau_temporal: float | None
-    timings_ms: dict[str, float]
-    load_ms: float
-    peak_memory_mb: float
-    peak_memory_kind: str
-    random_checkpoint: bool
-    warning: str | None = None
-    visualization: str | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    compression_in_effect: dict[str, Any] = field(default_factory=dict)
-    compression_stats: dict[str, Any] = field(default_factory=dict)  # llava.compression's CompressionStats, as is
-
-    @property
-    def answer(self) -> str:
-        """The first (for a one-question run: the) answer."""
-        return self.answers[0].answer
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able data (non-finite floats -> None, so the output is strict JSON)."""
-        return _finite(asdict(self))
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-# ---- loading ------------------------------------------------------------------------------------------------
-def load_for_run(config: RunConfig) -> LoadedModel:
-    """Resolve and load the checkpoint of `config.model` with the run's compression and newline policy.
-
-    Any failure to find, fetch or read the checkpoint becomes one CheckpointError naming it, so a front end can
-    show one line instead of a traceback.
-    """
-    from llava.model.builder import load_pretrained_model
-    from llava.model.checkpoint import read_config, resolve_checkpoint
-
-    section = config.model
-    if section.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"model.device is {section.device!r} but CUDA is not available here; use --device cpu "
-                         "(or auto)")
-    start = time.perf_counter()
-    try:
-        checkpoint_dir = resolve_checkpoint(section.path)
-        raw = read_config(checkpoint_dir)
-        tokenizer, model, processor, _ = load_pretrained_model(
-            str(checkpoint_dir),
-            device_map="auto" if section.device == "auto" else None,
-            device=None if section.device == "auto" else section.device,
-            torch_dtype=section.dtype,
-            attn_implementation=None if section.attn_implementation == "auto" else section.attn_implementation,
-            compression=config.compression,
-            newline=section.newline,
-        )
-    except (ValueError, OSError) as err:
-        message = str(err) if section.path in str(err) else f"checkpoint {section.path!r}: {err}"
-        raise CheckpointError(message) from err
-    load_ms = (time.perf_counter() - start) * 1000.0
-    return LoadedModel(tokenizer, model, processor, checkpoint_dir, is_random_tiny(raw), load_ms)
-
-
-def is_random_tiny(raw: dict[str, Any]) -> bool:
-    """True for the tiny random test checkpoints of `llava.testing.tiny_checkpoint` (their config.json marker)."""
-    return raw.get(TINY_MARKER) is True
-
-
-# ---- stages -------------------------------------------------------------------------------------------------
-class StageClock:
-    """Wall time per stage in ms; CUDA is synchronized before each clock read so GPU work is counted where it
-    was launched, not where it is next waited on."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.ms: dict[str, float] = {}
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":  # every GPU: a model spread by device_map="auto" works on several
-            for i in range(torch.cuda.device_count()):
-                torch.cuda.synchronize(i)
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        self.sync()
-        start = time.perf_counter()
-        yield
-        self.sync()
-        self.ms[name] = (time.perf_counter() - start) * 1000.0
-
-
-class _PrefillMark:
-    """A logits processor that only notes when generation first needs one: the prompt's forward pass (prefill)
-    is done then, so one `generate` call splits into prefill and decode time without a second decode loop."""
-
-    def __init__(self, clock: StageClock) -> None:
-        self.clock = clock
-        self.at: float | None = None
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.at is None:
-            self.clock.sync()
-            self.at = time.perf_counter()
-        return scores
-
-
-def generation_kwargs(config: RunConfig) -> dict[str, Any]:
-    """The run's generation section as `generate` keywords: greedy at temperature 0, else sampling."""
-    gen = config.generation
-    sampling = {"do_sample": True, "temperature": gen.temperature, "top_p": gen.top_p} if gen.temperature else {
-        "do_sample": False}
-    return {"max_new_tokens": gen.max_new_tokens, **sampling}
-
-
-def timed_generate(model: Any, clock: StageClock, input_ids: Any, videos: list[EncodedVideo],
-                   **generate_kwargs: Any) -> tuple[torch.Tensor, float, float]:
-    """`model.generate(input_ids, videos=videos, ...)` with `clock` around it: (new ids [B, N], prefill ms up to
-    the first logits, decode ms after them). The CLI and the lmms-eval model time generation through here."""
-    from transformers import LogitsProcessorList
-
-    mark = _PrefillMark(clock)
-    clock.sync()
-    start = time.perf_counter()
-    out = model.generate(input_ids, videos=videos, logits_processor=LogitsProcessorList([mark]), **generate_kwargs)
-    clock.sync()
-    end = time.perf_counter()
-    first = mark.at if mark.at is not None else end
-    return out, (first - start) * 1000.0, (end - first) * 1000.0
-
-
-def answer_question(loaded: LoadedModel, video: EncodedVideo, question: str, config: RunConfig,
-                    clock: StageClock) -> Answer:
-    """`model.generate` on the compressed video, timed: prefill up to the first logits, generate the rest."""
-    model = loaded.model
-    ids = video_prompt_ids(question, loaded.tokenizer)  # (L,)
-    out, prefill_ms, generate_ms = timed_generate(model, clock, ids, [video], **generation_kwargs(config))
-    answer_ids = [t for t in out[0].tolist() if t not in model.stop_token_ids]
-    text = loaded.tokenizer.decode(answer_ids, skip_special_tokens=True).strip()
-    return Answer(question, text, len(answer_ids), prefill_ms, generate_ms)
-
-
-def peak_memory_mb(device: torch.device) -> tuple[float, str]:
-    """(MB, kind): CUDA max allocated summed over GPUs on GPU runs, else the process's peak RSS."""
-    if device.type == "cuda":
-        total = sum(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count()))
-        return total / 2**20, "cuda_max_allocated"
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
-    return (peak / 2**20 if sys.platform == "darwin" else peak / 1024), "process_rss_peak"
-
-
-def _reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        for i in range(torch.cuda.device_count()):
-            torch.cuda.reset_peak_memory_stats(i)
-
-
-# ---- the run ------------------------------------------------------------------------------------------------
-def run_inference(
-    config: RunConfig,
-    video: str | Path,
-    questions: str | Sequence[str],
-    visualize: str | Path | None = None,
-    loaded: LoadedModel | None = None,
-) -> InferenceReport:
-    """Answer each question about `video` with the run `config` (the video is encoded and compressed once);
-    optionally draw the merge picture to `visualize`.
-
-    The video is decoded before the model loads, so a bad file fails in milliseconds, not after a 7B load.
-    loaded: a model from `load_for_run` to reuse across calls; the compression is `config`'s section, else the
-    model's default (resolved once, at load, from the checkpoint's keys); the newline policy is the load-time one.
-    """
-    from llava.video import load_video
-
-    questions = [questions] if isinstance(questions, str) else list(questions)
-    if not questions or any(not q.strip() for q in questions):
-        raise ValueError(f"every question must be non-empty text, got {questions!r}")
-    clock = StageClock(torch.device("cpu"))
-    with clock.stage("decode"):
-        decoded = load_video(Path(video), config.video.frames, backend=config.video.backend)
-    loaded = loaded if loaded is not None else load_for_run(config)
-    model = loaded.model
-    clock.device = model.device
-    _reset_peak_memory(model.device)
-    compression = config.compression if config.compression is not None else model.default_compression
-    with torch.inference_mode():
-        with clock.stage("vision"):
-            pixels = loaded.processor.preprocess(decoded.frames, return_tensors="pt")["pixel_values"]  # (F, 3, S, S)
-            pooled = model.pooled_features(pixels, config.model.frame_batch_size)  # (F, T, D)
-        with clock.stage("compression"):
-            encoded = model.compress_features(pooled, compression, timed=True)  # tokens (K [+ newline], D)
-        answers = [answer_question(loaded, encoded, q, config, clock) for q in questions]
-    clock.ms["prefill"] = sum(a.prefill_ms for a in answers)
-    clock.ms["generate"] = sum(a.generate_ms for a in answers)
-    memory = peak_memory_mb(model.device)
-    picture = _draw(visualize, decoded, encoded) if visualize is not None else None
-    return _report(config, loaded, Path(video), decoded, encoded, answers, clock.ms, memory, picture)
-
-
-def _draw(path: str | Path, decoded: VideoFrames, encoded: EncodedVideo) -> str:
-    from llava.visualize import save_assignment_grid
-
-    stats = encoded.stats
-    labels = [f"#{i}  video frame {idx}" for i, idx in enumerate(decoded.indices)]
-    title = f"{stats.method}: {stats.tokens_out} of {stats.tokens_in} tokens kept ({stats.retention:.1%})"
-    assignment = encoded.assignment.cpu().numpy()  # (F, T)
-    return str(save_assignment_grid(path, decoded.frames, assignment, frame_labels=labels, title=title))
-
-
-def _report(
-    config: RunConfig, loaded: LoadedModel, video: Path, decoded: VideoFrames, encoded: EncodedVideo,
-    answers: list[Answer], timings: dict[str, float], memory: tuple[float, str], picture: str | None,
-) -> InferenceReport:
-    stats, model = encoded.stats, loaded.model
-    return InferenceReport(
-        answers=answers, video=str(video), model=config.model.path, checkpoint=str(loaded.checkpoint_dir),
-        device=str(model.device), dtype=str(model.dtype).removeprefix("torch."),
-        frames=encoded.num_frames, frames_requested=config.video.frames,
-        frame_indices=[int(i) for i in decoded.indices], total_frames=int(decoded.total_frames),
-        repeated_frames=bool(decoded.repeated_frames), video_backend=decoded.backend,
-        video_note=decoded.note or None, tokens_per_frame=encoded.tokens_per_frame, tokens_before=stats.tokens_in,
-        tokens_spatial=stats.tokens_spatial, tokens_after=stats.tokens_out, newline_tokens=encoded.newline_tokens,
-        retention=stats.retention, method=stats.method, tau_spatial=stats.tau_spatial,
-        tau_temporal=stats.tau_temporal, timings_ms={name: timings[name] for name in STAGES},
-        load_ms=loaded.load_ms, peak_memory_mb=memory[0], peak_memory_kind=memory[1],
-        random_checkpoint=loaded.random_tiny,
-        warning=RANDOM_WARNING.format(path=loaded.checkpoint_dir) if loaded.random_tiny else None,
-        visualization=picture, config=config_to_dict(config), compression_in_effect=asdict(encoded.compression),
-        compression_stats=asdict(stats),
-    )
-
-
-# ---- command line -------------------------------------------------------------------------------------------
-def resolve_config_path(value: str | Path) -> Path:
-    """A config as given if it exists, else a name under the repo's configs/ (with or without .yaml), so the
-    default and `--config llava-ov-7b-scissor` work from any directory."""
-    path = Path(value).expanduser()
-    if path.is_file():
-        return path
-    for candidate in (CONFIG_DIR / str(value), CONFIG_DIR / f"{value}.yaml"):
-        if candidate.is_file():
-            return candidate
-    return path  # load_config names it in its FileNotFoundError
-
-
+# ---- flags -> run config -------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    """The flags; every choice list is the config's own (`llava.config_types`, `llava.video`)."""
     parser = argparse.ArgumentParser(
         prog="llava-infer",
         description="Answer a question about one video with LLaVA-OneVision + LLaVA-Scissor token compression. "
@@ -389,6 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("--retention-ratio", type=float, help="keep K = max(1, round(r*F*T)) visual tokens, r in (0, 1]")
     add("--tau", type=float, help="SCC similarity threshold in [-1, 1] (paper mode: K varies per video)")
     add("--method", choices=METHODS, help="compression method (none = keep every token)")
+    add("--pool-shape", type=pool_shape, metavar="T,H,W", help="pllava's output shape (frames, rows, columns), "
+        "instead of a retention ratio (compression.pool_shape)")
+    add("--dycoke-k", type=float, help="dycoke's k in (0, 1], instead of a retention ratio: each frame it prunes "
+        "keeps int((1 - k) * T) tokens (compression.dycoke_k)")
+    add("--dycoke-p", type=float, help="dycoke's stage 2 (decode-time KV pruning) and its rate P in (0, 1]: at a "
+        "pruning step layers L and up attend to int(N * (1 - P)) of the N video tokens; unset: stage 1 only; "
+        "0.8 = the official evaluation's (compression.dycoke_p)")
+    add("--dycoke-l", type=int, help="dycoke's stage-2 layer L (default 3, with --dycoke-p): L in [1, LLM layers - 1] "
+        "(compression.dycoke_l)")
+    add("--fastv-layer", type=int, help="fastv's K (default 3): layers K and up see only the kept video tokens; "
+        "K in [1, LLM layers - 1] (compression.fastv_layer)")
     add("--precision", choices=PRECISIONS, help="SCC arithmetic: float32 (default) or input (the features' dtype, "
         "as the authors' fp16 runs; compression.precision)")
     add("--frames", type=int, help="frames sampled uniformly from the video (video.frames)")
@@ -405,52 +99,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def pool_shape(text: str) -> list[int]:
+    """`--pool-shape 16,8,8` -> [16, 8, 8] (the config checks the values)."""
+    parts = text.split(",")
+    if len(parts) != 3 or not all(part.strip().isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"expected three comma-separated integers T,H,W such as 16,8,8, got {text!r}")
+    return [int(part) for part in parts]
+
+
+def _flag_value(args: argparse.Namespace, flag: str) -> Any:
+    return getattr(args, flag.removeprefix("--").replace("-", "_"))
+
+
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Flags -> dotted config overrides (only the flags given). --method none clears the budget first, so
-    switching a compressed config off needs one flag."""
+    """Flags -> dotted config overrides (only the flags given, in `FLAG_FIELDS` order: the method last). A budget
+    flag clears the config's other budget keys (`load_config`); --method none clears them all, so switching a
+    compressed config off needs one flag."""
     if args.tau is not None and args.retention_ratio is not None:
         raise ValueError("pass either --tau (paper mode) or --retention-ratio (exact budget), not both")
     overrides: dict[str, Any] = {}
     if args.method == "none":
-        overrides["compression.tau"] = None  # also drops retention_ratio (load_config switches budget modes)
-    flags = {
-        "model.path": args.model, "model.device": args.device, "model.dtype": args.dtype,
-        "model.frame_batch_size": args.frame_batch_size, "video.frames": args.frames, "video.backend": args.backend,
-        "compression.tau": args.tau, "compression.retention_ratio": args.retention_ratio,
-        "compression.method": args.method, "compression.precision": args.precision,
-        "generation.max_new_tokens": args.max_new_tokens, "generation.temperature": args.temperature,
-    }
-    overrides.update({key: value for key, value in flags.items() if value is not None})
+        overrides["compression.tau"] = None  # clears every budget key (load_config)
+    for flag, dotted in FLAG_FIELDS.items():
+        if _flag_value(args, flag) is not None:
+            overrides[dotted] = _flag_value(args, flag)
     return overrides
 
 
-def format_report(report: InferenceReport) -> str:
-    """The human-readable report: the answers first, then what compression did and what it cost."""
-    t = report.timings_ms
-    newline = f"+ {report.newline_tokens} newline token(s) added" if report.newline_tokens else "no newline token"
-    taus = f"spatial {_num(report.tau_spatial)}, temporal {_num(report.tau_temporal)}"
-    memory_kind = "CUDA max allocated" if report.peak_memory_kind == "cuda_max_allocated" else "process RSS peak"
-    several = len(report.answers) > 1
-    lines = [f"Q: {a.question}\nA: {a.answer}" if several else a.answer for a in report.answers]
-    new_tokens = sum(a.new_tokens for a in report.answers)
-    per_question = f", {len(report.answers)} questions on one encoding" if several else ""
-    lines += [
-        "",
-        f"checkpoint   {report.checkpoint} ({report.device}, {report.dtype}; loaded in {report.load_ms:.0f} ms)",
-        f"frames       {report.frames} sampled of {report.total_frames} ({report.video_backend}; indices "
-        f"{_indices(report.frame_indices)})",
-        f"tokens       {report.tokens_before} before ({report.frames} x {report.tokens_per_frame}) -> "
-        f"{report.tokens_after} after, {report.retention:.1%} retained ({report.method}; {newline})",
-        f"tau          {taus}",
-        "time (ms)    " + " | ".join(f"{name} {t[name]:.1f}" for name in STAGES)
-        + f"  ({new_tokens} new tokens{per_question})",
-        f"peak memory  {report.peak_memory_mb:.0f} MB ({memory_kind})",
-    ]
-    if report.video_note:
-        lines.append(f"video note   {report.video_note}")
-    if report.visualization:
-        lines.append(f"picture      {report.visualization}")
-    return "\n".join(lines)
+def flags_named_by(message: str, args: argparse.Namespace) -> list[str]:
+    """The given flags whose config field (`compression.retention_ratio`) a config error message names."""
+    return [flag for flag, dotted in FLAG_FIELDS.items() if _flag_value(args, flag) is not None
+            and re.search(rf"(?<![\w.]){re.escape(dotted)}(?!\w)", message)]
+
+
+def load_run_config(args: argparse.Namespace) -> RunConfig:
+    """The run config of `--config` with the flags applied, validated (torch-free). A bad value a flag set is
+    reported with the flag in front (`--retention-ratio: compression.retention_ratio must be ...`): the user
+    typed the flag, not the field."""
+    try:
+        return load_config(resolve_config_path(args.config), overrides_from_args(args))
+    except (ValueError, TypeError) as err:
+        flags = flags_named_by(str(err), args)
+        if not flags:
+            raise
+        raise ValueError(f"{', '.join(flags)}: {err}") from err
 
 
 def read_questions(args: argparse.Namespace) -> list[str]:
@@ -466,6 +158,56 @@ def read_questions(args: argparse.Namespace) -> list[str]:
     return questions or [DEFAULT_QUESTION]
 
 
+def video_path(args: argparse.Namespace) -> Path:
+    """--video, else the demo clip shipped in the package."""
+    if args.video is not None:
+        return args.video
+    if not DEFAULT_VIDEO.is_file():
+        raise FileNotFoundError(f"the demo clip {DEFAULT_VIDEO} is missing; pass --video PATH, or recreate it "
+                                f"with `python -m llava.demo_clip {DEFAULT_VIDEO}`")
+    return DEFAULT_VIDEO
+
+
+# ---- report -> text ------------------------------------------------------------------------------------------
+def printable(text: str) -> str:
+    """`text` with every control character except newline and tab written as `\\xNN`, so model output or a file
+    name cannot move the cursor, clear the screen or change colours when printed."""
+    return CONTROL_CHARS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
+def format_report(report: InferenceReport) -> str:
+    """The human-readable report: the answers first, then what compression did and what it cost."""
+    newline = f"+ {report.newline_tokens} newline token(s) added" if report.newline_tokens else "no newline token"
+    taus = f"spatial {_num(report.tau_spatial)}, temporal {_num(report.tau_temporal)}"
+    memory_kind = "CUDA max allocated" if report.peak_memory_kind == "cuda_max_allocated" else "process RSS peak"
+    several = len(report.answers) > 1
+    lines = [f"Q: {a.question}\nA: {a.answer}" if several else a.answer for a in report.answers]
+    new_tokens = sum(a.new_tokens for a in report.answers)
+    per_question = f", {len(report.answers)} questions on one encoding" if several else ""
+    lines += [
+        "",
+        f"checkpoint   {report.checkpoint} ({report.device}, {report.dtype}; loaded in {report.load_ms:.0f} ms)",
+        f"frames       {report.frames} sampled of {report.total_frames} ({report.video_backend}; indices "
+        f"{_indices(report.frame_indices)})",
+        f"tokens       {report.tokens_before} before ({report.frames} x {report.tokens_per_frame}) -> "
+        f"{report.tokens_after} after, {report.retention:.1%} retained ({report.method}{_shape(report)}; {newline})",
+        f"tau          {taus}",
+        "time (ms)    " + " | ".join(f"{name} {ms:.1f}" for name, ms in report.timings_ms.items())
+        + f"  ({new_tokens} new tokens{per_question})",
+        f"peak memory  {report.peak_memory_mb:.0f} MB ({memory_kind})",
+    ]
+    if report.video_note:
+        lines.append(f"video note   {report.video_note}")
+    if report.visualization:
+        lines.append(f"picture      {report.visualization}")
+    return "\n".join(lines)
+
+
+def _shape(report: InferenceReport) -> str:
+    shape = report.compression_stats.get("pool_shape")
+    return f", pooled to {'x'.join(map(str, shape))}" if shape else ""
+
+
 def _num(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
 
@@ -475,34 +217,40 @@ def _indices(indices: list[int], limit: int = 12) -> str:
     return f"[{shown}{', ...' if len(indices) > limit else ''}]"
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())
+def _fail(err: BaseException, hint: str = "") -> int:
+    """One line on stderr for a user error (whitespace collapsed, controls escaped); the exit code 2."""
+    message = " ".join(str(err).split())
+    print(printable(f"error: {message} {hint + ' ' if hint else ''}{DEBUG_HINT}"), file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse flags, run, print. Exit 0 on success, 2 on a bad input (video, checkpoint, config), one line each."""
+    """Parse and validate flags, run, print. Exit 0 on success, 2 on a bad input (video, checkpoint, config), one
+    line each. torch and the model stack are imported only once the flags and the config are known good."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    video = args.video if args.video is not None else DEFAULT_VIDEO
     try:
-        config = load_config(resolve_config_path(args.config), overrides_from_args(args))
-        if args.video is None and not DEFAULT_VIDEO.is_file():
-            raise FileNotFoundError(f"the demo clip {DEFAULT_VIDEO} is missing; pass --video PATH, or recreate it "
-                                    f"with `python -m llava.demo_clip {DEFAULT_VIDEO}`")
-        report = run_inference(config, video, read_questions(args), visualize=args.visualize)
-    except CheckpointError as err:
-        if args.debug:
-            raise
-        print(f"error: {_one_line(err)} (with --model DIR; checkpoints/README.md) {DEBUG_HINT}", file=sys.stderr)
-        return 2
+        config = load_run_config(args)
+        questions = read_questions(args)
+        video = video_path(args)
+        from llava.runtime import CheckpointError, run_inference
     except (ValueError, TypeError, OSError, ImportError) as err:
         if args.debug:
             raise
-        print(f"error: {_one_line(err)} {DEBUG_HINT}", file=sys.stderr)
-        return 2
+        return _fail(err)
+    try:
+        report = run_inference(config, video, questions, visualize=args.visualize)
+    except CheckpointError as err:
+        if args.debug:
+            raise
+        return _fail(err, CHECKPOINT_HINT)
+    except (ValueError, TypeError, OSError, ImportError) as err:
+        if args.debug:
+            raise
+        return _fail(err)
     if report.warning:
-        print(f"WARNING: {report.warning}", file=sys.stderr)
-    print(json.dumps(report.to_dict()) if args.json else format_report(report))
+        print(printable(f"WARNING: {report.warning}"), file=sys.stderr)
+    print(json.dumps(report.to_dict()) if args.json else printable(format_report(report)))
     return 0
 
 

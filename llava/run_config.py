@@ -2,7 +2,8 @@
 
 YAML only feeds typed dataclasses, so an unknown key or a bad value fails loudly with the field's name and the
 allowed values; each default lives in exactly one place (the dataclass field). Command-line flags override
-fields by dotted name (`compression.retention_ratio=0.05`).
+fields by dotted name (`compression.retention_ratio=0.05`). Torch-free (the sections are built from
+`llava.config_types`), so a front end validates a run config before it imports the model.
 """
 from __future__ import annotations
 
@@ -14,9 +15,17 @@ from typing import Any, Literal
 
 import yaml
 
-from llava.compression import CompressionConfig
-from llava.model.model_config import FRAME_BATCH_SIZE, AttentionName, DtypeName, NewlinePolicy
+from llava.config_types import (
+    FRAME_BATCH_SIZE,
+    METHOD_SPECS,
+    AttentionName,
+    CompressionConfig,
+    DtypeName,
+    NewlinePolicy,
+)
 from llava.video import Backend
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the shipped run configs (inside the package, wheels too)
 
 
 @dataclass(frozen=True)
@@ -121,10 +130,28 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
     return RunConfig(**sections)
 
 
+# the compression fields that set how many tokens survive: at most one may be set, so an override of one clears
+# the others (a flag switches the budget mode instead of failing on two being set)
+_KNOB_OWNERS = {k: name for name, spec in METHOD_SPECS.items() for k in spec.budget_knobs}
+BUDGET_KEYS: tuple[str, ...] = ("tau", "retention_ratio", *_KNOB_OWNERS)
+
+
+def _set_budget(target: dict[str, Any], key: str, value: Any) -> None:
+    """Override one budget key of a compression section: clear the others; a tau or ratio on an uncompressed
+    section means SCC, a method's own budget knob (`dycoke_k`, `pool_shape`) means that method."""
+    for other in BUDGET_KEYS:
+        target.pop(other, None)
+    if value is not None and key in _KNOB_OWNERS:
+        target["method"] = _KNOB_OWNERS[key]
+    elif value is not None and target.get("method", "none") == "none":
+        target["method"] = "scc"
+    target[key] = value
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read a YAML run config (None = all defaults) and apply dotted overrides such as
-    {"compression.retention_ratio": 0.05}. Setting tau clears retention_ratio and vice versa, so a flag
-    switches the budget mode instead of failing on both being set."""
+    {"compression.retention_ratio": 0.05}, in order. A budget override (`BUDGET_KEYS`) clears the section's other
+    budget keys; a later `compression.method` override still decides the method."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -139,12 +166,23 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             raise ValueError(f"override {dotted!r} must look like 'section.key' with section in {sorted(_SECTIONS)}")
         target = data.setdefault(section, {}) or {}
         data[section] = target
-        if section == "compression" and key in ("tau", "retention_ratio"):
-            target.pop("retention_ratio" if key == "tau" else "tau", None)
-            if target.get("method", "none") == "none":  # a budget flag on an uncompressed config means SCC
-                target["method"] = "scc"
-        target[key] = value
+        if section == "compression" and key in BUDGET_KEYS:
+            _set_budget(target, key, value)
+        else:
+            target[key] = value
     return config_from_dict(data)
+
+
+def resolve_config_path(value: str | Path) -> Path:
+    """A config as given if it exists, else a name under the package's configs/ (with or without .yaml), so
+    `--config llava-ov-7b-scissor` (or lmms-eval's `config=`) works from any directory."""
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path
+    for candidate in (CONFIG_DIR / str(value), CONFIG_DIR / f"{value}.yaml"):
+        if candidate.is_file():
+            return candidate
+    return path  # load_config names it in its FileNotFoundError
 
 
 def config_to_dict(config: RunConfig) -> dict[str, Any]:

@@ -25,6 +25,7 @@ COLUMNS = 4
 MAX_FRAMES = 8
 ALPHA = 0.55  # weight of the colour over the frame
 BORDER = (255, 255, 255)
+DROPPED = (0, 0, 0)  # blended over a patch a method dropped (assignment -1): the frame shows through, darkened
 BACKGROUND = (24, 24, 24)
 TEXT = (235, 235, 235)
 
@@ -88,7 +89,8 @@ def draw_assignment_grid(
     columns: int = COLUMNS,
     tile: int = TILE,
 ) -> Image.Image:
-    """frames uint8 [F, H, W, 3] + assignment [F, T] (kept-token index per pooled patch) -> one RGB picture.
+    """frames uint8 [F, H, W, 3] + assignment [F, T] (kept-token index per pooled patch, -1 where the method
+    dropped it: darkened) -> one RGB picture.
 
     frame_labels: a caption per frame (e.g. its index in the video); title: a line on top (e.g. the budget).
     """
@@ -98,7 +100,9 @@ def draw_assignment_grid(
             f"need frames [F, H, W, 3] and assignment [F, T] with the same F, got {frames.shape} and "
             f"{assignment.shape}"
         )
-    colours = palette(int(assignment.max()) + 1)
+    kept = int(assignment.max()) + 1 if (assignment >= 0).any() else 0
+    colours = np.vstack([palette(kept), np.asarray([DROPPED], dtype=np.uint8)])  # (K + 1, 3); row K = dropped
+    assignment = np.where(assignment < 0, kept, assignment)  # (F, T)
     picks = shown_frames(frames.shape[0], max_frames)
     width, height = grid_size(len(picks), columns, tile, title is not None)
     canvas = Image.new("RGB", (width, height), BACKGROUND)

@@ -16,10 +16,14 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python}"
 export PYTHONPATH="${ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
-if ! "${PY}" -c "import torch, transformers, av, yaml, safetensors" 2>/dev/null; then
-    if "${PY}" -c "import torch" 2>/dev/null; then
+# find_spec looks the modules up without importing them (importing torch + transformers takes seconds), so --help
+# and a bad flag answer at once; the CLI itself imports torch only once the flags are valid.
+FIND='import importlib.util, sys; sys.exit(any(importlib.util.find_spec(m) is None for m in sys.argv[1:]))'
+has() { "${PY}" -c "${FIND}" "$@" 2>/dev/null; }
+if ! has torch transformers av yaml safetensors; then
+    if has torch; then
         echo "first run: installing llava-scissor's dependencies into $("${PY}" -c 'import sys; print(sys.prefix)')" \
-             "(torch $("${PY}" -c 'import torch; print(torch.__version__)') is kept)" >&2
+             "(torch $("${PY}" -c 'from importlib.metadata import version; print(version("torch"))') is kept)" >&2
     else
         echo "first run: installing llava-scissor and its dependencies, torch included (PyPI's default torch build:" \
              "on Linux a CUDA build of several GB; Ctrl-C and install a CPU build first if you want one)" >&2

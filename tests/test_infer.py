@@ -1,6 +1,6 @@
-"""Single-video inference (`llava.infer`, `scripts/infer_video.sh`) on a tiny random checkpoint, CPU only:
-exact token budgets, the report's stage timings and JSON schema, the merge picture, the random-checkpoint warning,
-and one-line errors with exit code 2 for bad videos, checkpoints and configs."""
+"""Single-video inference (`llava.runtime`, the `llava.infer` CLI, `scripts/infer_video.sh`) on a tiny random
+checkpoint, CPU only: exact token budgets, the report's stage timings and JSON schema, the merge picture, the
+random-checkpoint warning, and one-line errors with exit code 2 for bad videos, checkpoints and configs."""
 from __future__ import annotations
 
 import json
@@ -17,9 +17,11 @@ from PIL import Image
 
 from llava import infer
 from llava.compression import CompressionConfig
+from llava.constants import TINY_MARKER
 from llava.conversation import video_prompt_ids
-from llava.infer import STAGES, build_parser, load_for_run, main, overrides_from_args, run_inference
-from llava.run_config import load_config
+from llava.infer import build_parser, main, overrides_from_args
+from llava.run_config import load_config, resolve_config_path
+from llava.runtime import STAGES, answer_ids, frames_to_pixels, is_random_tiny, load_for_run, run_inference
 from llava.visualize import draw_assignment_grid, grid_size, palette, shown_frames
 
 REPO = Path(__file__).resolve().parent.parent
@@ -110,7 +112,7 @@ def test_cli_api_and_reuse_paths_give_identical_answers(loaded, tiny_original_di
     questions = ["Describe this video.", "What colour is the square?", "Where does it go?"]
     report = run_inference(config, video_path, questions, loaded=loaded)
     model, tokenizer = loaded.model, loaded.tokenizer
-    pixels = loaded.processor.preprocess(load_video(video_path, FRAMES).frames, return_tensors="pt")["pixel_values"]
+    pixels = frames_to_pixels(loaded.processor, load_video(video_path, FRAMES).frames)
     encoded = model.encode_video(pixels, compression)
     assert encoded.stats.tokens_out == report.tokens_after == round(0.25 * FRAMES * TOKENS_PER_FRAME)
     answers = []
@@ -120,7 +122,7 @@ def test_cli_api_and_reuse_paths_give_identical_answers(loaded, tiny_original_di
                                do_sample=False, max_new_tokens=6)
         reused = model.generate(ids, videos=[encoded], do_sample=False, max_new_tokens=6)
         assert torch.equal(fresh, reused)
-        expected = [t for t in fresh[0].tolist() if t not in model.stop_token_ids]
+        expected = answer_ids(fresh[0], model.stop_token_ids)
         assert got.question == question and got.new_tokens == len(expected)
         assert got.answer == tokenizer.decode(expected, skip_special_tokens=True).strip()
         answers.append(expected)
@@ -161,8 +163,8 @@ def test_short_video_is_noted(loaded, tiny_original_dir: Path, video_path: Path)
 def test_random_checkpoint_is_flagged(loaded, tiny_original_dir: Path, video_path: Path) -> None:
     report = run_inference(tiny_config(tiny_original_dir), video_path, "Hi", loaded=loaded)
     assert report.random_checkpoint and "meaningless" in report.warning
-    assert infer.is_random_tiny({infer.TINY_MARKER: True})
-    assert not infer.is_random_tiny({"model_type": "llava", "mm_hidden_size": 1152})  # real checkpoints: no marker
+    assert is_random_tiny({TINY_MARKER: True})
+    assert not is_random_tiny({"model_type": "llava", "mm_hidden_size": 1152})  # real checkpoints: no marker
 
 
 # ---- the picture --------------------------------------------------------------------------------------------
@@ -195,7 +197,7 @@ def test_tau_and_ratio_flags_override_the_config() -> None:
     parse = build_parser().parse_args
     config = load_config(infer.DEFAULT_CONFIG, overrides_from_args(parse(["--tau", "0.8"])))
     assert config.compression.tau == 0.8 and config.compression.retention_ratio is None
-    tau_config = infer.resolve_config_path("scissor-baseline-7b-tau")
+    tau_config = resolve_config_path("scissor-baseline-7b-tau")
     config = load_config(tau_config, overrides_from_args(parse(["--retention-ratio", "0.05", "--frames", "8"])))
     assert config.compression.retention_ratio == 0.05 and config.compression.tau is None
     assert config.video.frames == 8

@@ -79,3 +79,19 @@ def test_config_round_trips_to_plain_data() -> None:
     config = load_config(CONFIGS[0])
     data = config_to_dict(config)
     assert data["model"]["path"] == config.model.path
+
+
+def test_a_budget_override_clears_every_other_budget_key(tmp_path) -> None:
+    """A YAML budget of one kind and a flag of another switch modes instead of failing on two budgets."""
+    path = tmp_path / "run.yaml"
+    path.write_text("compression: {method: dycoke, dycoke_k: 0.9}\n")
+    switched = load_config(path, {"compression.retention_ratio": 0.35})
+    assert (switched.compression.method, switched.compression.dycoke_k, switched.compression.retention_ratio) == \
+        ("dycoke", None, 0.35)
+    path.write_text("compression: {method: scc, tau: 0.9}\n")
+    knob = load_config(path, {"compression.pool_shape": [16, 8, 8]})  # a method's own budget knob names it
+    assert (knob.compression.method, knob.compression.tau, knob.compression.pool_shape) == ("pllava", None, (16, 8, 8))
+    with pytest.raises(ValueError, match="dycoke_k is a knob of method 'dycoke'"):
+        load_config(path, {"compression.dycoke_k": 0.9, "compression.method": "scc"})  # the method, given last, decides
+    off = load_config(path, {"compression.tau": None, "compression.method": "none"})
+    assert off.compression.method == "none" and off.compression.tau is None

@@ -21,22 +21,20 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from llava.compression import CompressionConfig
+from llava.config_types import ATTENTION_NAMES, NewlinePolicy
 from llava.model.checkpoint import read_config, read_weights, resolve_checkpoint, to_our_names, weight_files
 from llava.model.image_processor import SiglipVideoProcessor
-from llava.model.model_config import (
-    ATTENTION_NAMES,
-    ModelConfig,
-    NewlinePolicy,
-    parse_model_config,
-    resolve_compression,
-)
+from llava.model.model_config import ModelConfig, parse_model_config, resolve_compression
 from llava.model.modeling import LlavaOnevisionVideoModel
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -129,13 +127,16 @@ def build_model(
     attn_implementation: str = "sdpa",
     allow_pickle: bool = False,
     overwrite_config: dict[str, Any] | None = None,
-    customized_config: Any = None,
+    raw_config: dict[str, Any] | None = None,
 ) -> LlavaOnevisionVideoModel:
     """Config + weights of a checkpoint dir -> our model on CPU in `dtype` (built empty, weights assigned), with
-    the compression in effect resolved (`resolve_compression`) and the checkpoint's generation defaults."""
+    the compression in effect resolved (`resolve_compression`) and the checkpoint's generation defaults.
+
+    raw_config: the config.json content when the caller has already read it (or a customized config in its
+    place); None reads `checkpoint_dir`'s config.json."""
     from accelerate import init_empty_weights
 
-    raw = read_config(checkpoint_dir) if customized_config is None else customized_raw_config(customized_config)
+    raw = read_config(checkpoint_dir) if raw_config is None else raw_config
     config = parse_model_config({**raw, **(overwrite_config or {})})
     state, unmatched = to_our_names(read_weights(weight_files(checkpoint_dir, allow_pickle), dtype), config)
     if unmatched:
@@ -175,6 +176,35 @@ def context_length(config: ModelConfig) -> int:
     return DEFAULT_CONTEXT
 
 
+def load_from_dir(
+    checkpoint_dir: Path,
+    raw_config: dict[str, Any],
+    device_map: str | dict | torch.device | None = "auto",
+    torch_dtype: str | torch.dtype | None = "float16",
+    attn_implementation: str | None = None,
+    compression: CompressionConfig | None = None,
+    newline: NewlinePolicy = "auto",
+    zip_in_name: bool = False,
+    overwrite_config: dict[str, Any] | None = None,
+    allow_pickle: bool = False,
+) -> tuple[PreTrainedTokenizerBase, LlavaOnevisionVideoModel, SiglipVideoProcessor]:
+    """A resolved checkpoint directory and its config (`raw_config`, read once by the caller) -> (tokenizer, model
+    placed per `device_map`, processor). The keywords are `load_pretrained_model`'s."""
+    from transformers import AutoTokenizer
+
+    model = build_model(
+        checkpoint_dir, resolve_dtype(torch_dtype), compression, zip_in_name, newline,
+        resolve_attention(attn_implementation), allow_pickle, overwrite_config, raw_config,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir))
+    model.stop_token_ids = _stop_ids(tokenizer, model.config)
+    model = place_model(model, device_map)
+    processor = SiglipVideoProcessor(image_size=model.config.vision.image_size)
+    logger.info("loaded %s (%s format), default compression %s", checkpoint_dir, model.config.source_format,
+                model.default_compression)
+    return tokenizer, model, processor
+
+
 def load_pretrained_model(
     model_path: str | Path,
     model_base: str | None = None,
@@ -192,7 +222,7 @@ def load_pretrained_model(
     device: str | None = None,
     revision: str | None = None,
     **kwargs: Any,
-) -> tuple[Any, LlavaOnevisionVideoModel, SiglipVideoProcessor, int]:
+) -> tuple[PreTrainedTokenizerBase, LlavaOnevisionVideoModel, SiglipVideoProcessor, int]:
     """Load a LLaVA-OneVision checkpoint (LLaVA-NeXT or llava-hf format) as (tokenizer, model, processor, ctx).
 
     torch_dtype: float16 by default (LLaVA-NeXT's); "auto" = bf16 on CUDA and on CPUs with native bf16, else
@@ -204,23 +234,16 @@ def load_pretrained_model(
     `.bin` weights (unpickling; off by default).
     """
     _reject_unsupported(model_base, load_8bit, load_4bit, kwargs)
-    from transformers import AutoTokenizer
-
     checkpoint_dir = resolve_checkpoint(model_path, revision)
-    model = build_model(
-        checkpoint_dir, resolve_dtype(torch_dtype), compression, zip_requested(model_name), newline,
-        resolve_attention(attn_implementation), allow_pickle, overwrite_config, customized_config,
+    raw = read_config(checkpoint_dir) if customized_config is None else customized_raw_config(customized_config)
+    tokenizer, model, processor = load_from_dir(
+        checkpoint_dir, raw, {"": device} if device is not None else device_map, torch_dtype, attn_implementation,
+        compression, newline, zip_requested(model_name), overwrite_config, allow_pickle,
     )
-    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir))
-    model.stop_token_ids = _stop_ids(tokenizer, model.config)
-    model = place_model(model, {"": device} if device is not None else device_map)
-    processor = SiglipVideoProcessor(image_size=model.config.vision.image_size)
-    logger.info("loaded %s (%s format), default compression %s", checkpoint_dir, model.config.source_format,
-                model.default_compression)
     return tokenizer, model, processor, context_length(model.config)
 
 
-def _stop_ids(tokenizer: Any, config: ModelConfig) -> list[int]:
+def _stop_ids(tokenizer: PreTrainedTokenizerBase, config: ModelConfig) -> list[int]:
     ids = [tokenizer.convert_tokens_to_ids(STOP_TOKEN)] if STOP_TOKEN in tokenizer.get_vocab() else []
     eos = config.text.eos_token_id
     for extra in eos if isinstance(eos, list) else [eos]:

@@ -25,20 +25,17 @@ from typing import Any, Literal
 
 from transformers import AutoConfig, Qwen2Config, SiglipVisionConfig
 
-from llava.compression import CompressionConfig
-from llava.compression.types import PRECISIONS, Precision
+from llava.config_types import (
+    PRECISIONS,
+    CompressionConfig,
+    NewlinePolicy,
+    Precision,
+)
 
 logger = logging.getLogger(__name__)
 
 CheckpointFormat = Literal["original", "hf"]
 NewlinePosition = Literal["one_token", "frame", "none"]
-NewlinePolicy = Literal["auto", "one_token", "frame", "none"]
-DtypeName = Literal["auto", "float32", "bfloat16", "float16"]  # "auto": bf16 on CUDA / native-bf16 CPUs, else fp32
-AttentionName = Literal["auto", "sdpa", "eager", "flash_attention_2"]  # "auto": flash-attn where it runs, else sdpa
-NEWLINE_POLICIES: tuple[str, ...] = typing.get_args(NewlinePolicy)
-DTYPE_NAMES: tuple[str, ...] = typing.get_args(DtypeName)
-ATTENTION_NAMES: tuple[str, ...] = typing.get_args(AttentionName)
-FRAME_BATCH_SIZE = 16  # frames per vision-tower batch: bounds the tower's activation memory on long videos
 PoolMode = Literal["bilinear", "average", "max"]
 POOL_MODES: tuple[str, ...] = typing.get_args(PoolMode)
 

@@ -1,21 +1,25 @@
 """LLaVA-OneVision's video path on transformers parts, with LLaVA-Scissor compression between pooling and the LLM.
 
 `video -> SigLIP tower (last layer before post_layernorm) -> projector -> bilinear pool -> compress -> newline ->
-spliced at the <image> placeholder -> Qwen2`. Follows LLaVA-NeXT's llava_arch.py video branch and transformers'
+spliced at the <image> placeholder -> Qwen2`. A compression method that needs more than the pooled features
+(`MethodSpec.needs`: the unpooled grid, or the tower's last layer's attention and keys) gets them from the same
+tower pass, computed only when that method is in use. Follows LLaVA-NeXT's llava_arch.py video branch and transformers'
 LlavaOnevision `get_video_features`; composed from SiglipVisionModel and Qwen2ForCausalLM, not inherited. Each
 stage is its own method so every caller (generate, the CLI, evaluation, serving) composes the same ones and can
 time or reuse any of them.
 
 Shape legend: B batch, F frames, P patches per frame, T tokens per frame after pooling, K kept tokens,
-D hidden size (LLM), V vision hidden size, L text length.
+D hidden size (LLM), V vision hidden size, H heads, Dk head size, L text length.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -24,7 +28,12 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM
 
 from llava.compression import CompressionConfig, CompressionStats, compress
-from llava.model.model_config import FRAME_BATCH_SIZE, ModelConfig, NewlinePolicy, resolve_newline
+from llava.compression.types import METHOD_SPECS, NEED_FIELDS, VisualExtras
+from llava.config_types import FRAME_BATCH_SIZE, Need, NewlinePolicy
+from llava.model.dycoke_decode import dycoke_prefill, dycoke_step
+from llava.model.fastv import FastVPrefill, fastv_prefill
+from llava.model.llm_loop import decode_step, generate_tokens, generation_settings
+from llava.model.model_config import ModelConfig, resolve_newline
 from llava.model.packing import PackedInputs, pack_inputs, split_rows
 
 logger = logging.getLogger(__name__)
@@ -54,6 +63,26 @@ def pool_frames(features: torch.Tensor, mode: str, stride: int = 2) -> torch.Ten
     else:
         raise ValueError(f"mm_spatial_pool_mode must be bilinear/average/max, got {mode!r}")
     return grid.flatten(2).transpose(1, 2)  # (F, T, D)
+
+
+def layer_attention(layer: nn.Module, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a SigLIP encoder layer's attention gives each token, from the layer's input hidden [F, P, V] and its
+    own modules (layer_norm1 -> q_proj / k_proj): softmax(q k^T / sqrt(Dk)) per frame in float32, mean over
+    heads then over query rows -> [F, P]; and the keys, mean over heads -> [F, P, Dk] (float32).
+
+    Recomputed from the layer's input because sdpa / flash attention return no probabilities, and switching the
+    tower to eager attention would cost every layer its [F, H, P, P] map; this costs one layer's q / k projections
+    and one [f, H, P, P] float32 map per chunk of frames.
+    """
+    attn = layer.self_attn
+    normed = layer.layer_norm1(hidden)  # (F, P, V)
+    heads = (*normed.shape[:2], attn.num_heads, attn.head_dim)
+    queries = attn.q_proj(normed).view(heads).transpose(1, 2).float()  # (F, H, P, Dk)
+    keys = attn.k_proj(normed).view(heads).transpose(1, 2).float()  # (F, H, P, Dk)
+    probs = (queries @ keys.transpose(-1, -2)).mul_(attn.scale)  # (F, H, P, P) logits; softmax in place below
+    probs.sub_(probs.amax(dim=-1, keepdim=True)).exp_()
+    probs.div_(probs.sum(dim=-1, keepdim=True))  # (F, H, P, P): one buffer, not three
+    return probs.mean(dim=1).mean(dim=1), keys.mean(dim=1)  # (F, P), (F, P, Dk)
 
 
 @dataclass
@@ -87,9 +116,10 @@ class LlavaOnevisionVideoModel(nn.Module):
     """A LLaVA-OneVision checkpoint for video QA, drop-in for LLaVA-NeXT's `model(...)` / `model.generate(...)`.
 
     The stages are public verbs with shape contracts, and every caller composes the same ones:
-    `pooled_features` (pixels [F, 3, S, S] -> [F, T, D]) -> `compress_features` ([F, T, D] -> EncodedVideo with
-    [K, D] tokens and stats) -> `embed_prompts` (ids + visual blocks -> padded LLM inputs) -> `prefill` (one
-    forward: logits + KV cache) / `generate_from_embeddings` (transformers' generation: prefill then decode).
+    `visual_inputs` (pixels [F, 3, S, S] -> [F, T, D] + the extras `visual_needs` names; `pooled_features` without
+    extras) -> `compress_features` ([F, T, D] + extras -> EncodedVideo with [K, D] tokens and stats) ->
+    `embed_prompts` (ids + visual blocks -> padded LLM inputs) -> `prefill` (one forward: logits + KV cache) /
+    `generate_from_embeddings` (transformers' generation: prefill then decode).
     Compression is an argument of each call (`compression=`); `default_compression` (set at load from the run
     config or the checkpoint's keys) is used when it is left out, so one loaded model serves callers with
     different budgets at once. `newline` is the load-time layout policy ("auto" / "one_token" / "frame" / "none").
@@ -114,6 +144,9 @@ class LlavaOnevisionVideoModel(nn.Module):
         self.default_compression = compression if compression is not None else CompressionConfig(method="none")
         self.newline: NewlinePolicy = newline
         self.stop_token_ids: list[int] = []  # <|im_end|> and the LM's eos, set by the loader from the tokenizer
+        # DyCoke's decode stage: per row of the last generate call, the video tokens layers L and up attended to,
+        # averaged over its decode steps [B] (None after any other method); what reports count per layer
+        self.decode_video_tokens: torch.Tensor | None = None
 
     # ---- stage 1: pixels -> pooled features ------------------------------------------------------------------
     def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -128,30 +161,86 @@ class LlavaOnevisionVideoModel(nn.Module):
         hidden = tower.encoder(inputs_embeds=tower.embeddings(pixels)).last_hidden_state  # (F, P, V)
         return self.projector(hidden.to(self.projector[0].weight.device))  # (F, P, D)
 
-    def pooled_features(self, pixel_values: torch.Tensor, frame_batch_size: int = FRAME_BATCH_SIZE) -> torch.Tensor:
-        """[F, 3, S, S] -> [F, T, D]: what the compressor sees (tower + projector + the checkpoint's pooling).
+    def encode_frames_with_attention(
+        self, pixel_values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`encode_frames` plus the last used tower layer's attention [F, P] and keys [F, P, Dk] (`layer_attention`).
+
+        The encoder runs as in `encode_frames` (sdpa / flash, same output); a pre-hook on its last layer keeps
+        that layer's input, from which the attention is recomputed after the pass.
+        """
+        last = self.vision_tower.encoder.layers[-1]
+        inputs: list[torch.Tensor] = []
+        handle = last.register_forward_pre_hook(
+            lambda module, args, kwargs: inputs.append(args[0] if args else kwargs["hidden_states"]), with_kwargs=True)
+        try:
+            grid = self.encode_frames(pixel_values)  # (F, P, D)
+        finally:
+            handle.remove()
+        attention, keys = layer_attention(last, inputs[0])  # (F, P), (F, P, Dk)
+        return grid, attention, keys
+
+    def visual_inputs(
+        self, pixel_values: torch.Tensor, needs: Collection[Need] = (), frame_batch_size: int = FRAME_BATCH_SIZE
+    ) -> tuple[torch.Tensor, VisualExtras]:
+        """[F, 3, S, S] -> pooled features [F, T, D] (tower + projector + the checkpoint's pooling) and the
+        extras `needs` names (`MethodSpec.needs`), from one tower pass: "grid" = the projector output before
+        pooling [F, P, D]; "tower_attention" = the last layer's attention [F, T] and keys [F, T, Dk] (float32),
+        pooled exactly as the features are. Fields not needed stay None and cost nothing.
 
         Frames go through the tower `frame_batch_size` at a time and are pooled at once, so peak memory is one
-        chunk's activations plus the pooled [F, T, D] result, linear in F (long videos fit). The pooling mode and
-        stride are read from `config` at every call (lmms-eval assigns them before each video).
+        chunk's activations plus the results, linear in F (long videos fit). The pooling mode and stride are read
+        from `config` at every call (lmms-eval assigns them before each video).
         """
         if frame_batch_size < 1:
             raise ValueError(f"frame_batch_size must be >= 1, got {frame_batch_size}")
+        unknown = sorted(set(needs) - set(NEED_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown needs {unknown}; allowed: {sorted(NEED_FIELDS)}")
+        chunks = [self._chunk_inputs(chunk, needs) for chunk in torch.split(pixel_values, frame_batch_size)]
+        joined = {name: torch.cat([chunk[name] for chunk in chunks]) for name in chunks[0]}
+        return joined.pop("pooled"), VisualExtras(**joined)  # (F, T, D)
+
+    def _chunk_inputs(self, pixels: torch.Tensor, needs: Collection[Need]) -> dict[str, torch.Tensor]:
         mode, stride = self.config.pool_mode, self.config.pool_stride
-        chunks = [pool_frames(self.encode_frames(chunk), mode, stride)  # (f, T, D)
-                  for chunk in torch.split(pixel_values, frame_batch_size)]
-        return torch.cat(chunks)  # (F, T, D)
+        out: dict[str, torch.Tensor] = {}
+        if "tower_attention" in needs:
+            grid, attention, keys = self.encode_frames_with_attention(pixels)  # (f, P, D), (f, P), (f, P, Dk)
+            out["attention"] = pool_frames(attention[..., None], mode, stride)[..., 0]  # (f, T)
+            out["keys"] = pool_frames(keys, mode, stride)  # (f, T, Dk)
+        else:
+            grid = self.encode_frames(pixels)  # (f, P, D)
+        if "grid" in needs:
+            out["grid"] = grid
+        out["pooled"] = pool_frames(grid, mode, stride)  # (f, T, D)
+        return out
+
+    def pooled_features(self, pixel_values: torch.Tensor, frame_batch_size: int = FRAME_BATCH_SIZE) -> torch.Tensor:
+        """[F, 3, S, S] -> [F, T, D]: `visual_inputs` without extras, what the default compression sees."""
+        return self.visual_inputs(pixel_values, (), frame_batch_size)[0]  # (F, T, D)
+
+    def visual_needs(self, compression: CompressionConfig | None = None) -> tuple[Need, ...]:
+        """The extras the compression in effect needs (`MethodSpec.needs`): what to ask `visual_inputs` for."""
+        return METHOD_SPECS[self.compression_in_effect(compression).method].needs
 
     # ---- stage 2: pooled features -> compressed visual block -----------------------------------------------
+    def compression_in_effect(self, compression: CompressionConfig | None) -> CompressionConfig:
+        """The config a call compresses with: its own, else `default_compression` (the run config's section or
+        the checkpoint's keys, resolved at load). Callers that key caches or reports on the compression read it
+        here, so they name the config the stages actually use."""
+        return compression if compression is not None else self.default_compression
+
     def compress_features(
-        self, pooled: torch.Tensor, compression: CompressionConfig | None = None, timed: bool = False
+        self, pooled: torch.Tensor, compression: CompressionConfig | None = None, timed: bool = False,
+        extras: VisualExtras | None = None,
     ) -> EncodedVideo:
-        """[F, T, D] -> EncodedVideo: `compress` with this call's config (default: `default_compression`), then
-        the newline policy. timed=True fills `stats.time_ms` (it synchronises the device; off by default so the
-        call stays asynchronous on GPUs)."""
-        compression = compression if compression is not None else self.default_compression
-        result = compress(pooled, compression, timed=timed)  # tokens (K, D); method none: (F*T, D)
-        block = self.add_newline(result.tokens, pooled.shape[0], compression.method != "none")  # (K [+n], D)
+        """[F, T, D] (+ the extras the method needs, from `visual_inputs`) -> EncodedVideo: `compress` with this
+        call's config (default: `default_compression`), then the newline policy. timed=True fills `stats.time_ms`
+        (it synchronises the device; off by default so the call stays asynchronous on GPUs)."""
+        compression = self.compression_in_effect(compression)
+        result = compress(pooled, compression, timed=timed, extras=extras)  # tokens (K, D); method none: (F*T, D)
+        compressing = compression.method != "none" and METHOD_SPECS[compression.method].stage == "pre_llm"
+        block = self.add_newline(result.tokens, pooled.shape[0], compressing)  # (K [+n], D); in-LLM: as none
         newlines = block.shape[0] - result.tokens.shape[0]
         return EncodedVideo(block, result.assignment, result.stats, compression, newlines)
 
@@ -171,8 +260,11 @@ class LlavaOnevisionVideoModel(nn.Module):
         self, pixel_values: torch.Tensor, compression: CompressionConfig | None = None,
         frame_batch_size: int = FRAME_BATCH_SIZE,
     ) -> EncodedVideo:
-        """Pixels [F, 3, S, S] -> EncodedVideo, reusable for any number of questions (compress once)."""
-        return self.compress_features(self.pooled_features(pixel_values, frame_batch_size), compression)
+        """Pixels [F, 3, S, S] -> EncodedVideo, reusable for any number of questions (compress once); the tower
+        computes the extras the method needs in the same pass."""
+        compression = self.compression_in_effect(compression)
+        pooled, extras = self.visual_inputs(pixel_values, self.visual_needs(compression), frame_batch_size)
+        return self.compress_features(pooled, compression, extras=extras)
 
     def encode_videos(
         self, videos: Sequence[VideoInput], compression: CompressionConfig | None = None
@@ -182,8 +274,11 @@ class LlavaOnevisionVideoModel(nn.Module):
         new = [v for v in videos if not isinstance(v, EncodedVideo)]
         if not new:
             return list(videos)
-        pooled = self.pooled_features(torch.cat(new))  # (sum F_i, T, D)
-        fresh = iter([self.compress_features(p, compression) for p in torch.split(pooled, [v.shape[0] for v in new])])
+        compression = self.compression_in_effect(compression)
+        pooled, extras = self.visual_inputs(torch.cat(new), self.visual_needs(compression))  # (sum F_i, T, D)
+        sizes = [v.shape[0] for v in new]
+        fresh = iter([self.compress_features(p, compression, extras=e)
+                      for p, e in zip(torch.split(pooled, sizes), extras.split(sizes), strict=True)])
         return [v if isinstance(v, EncodedVideo) else next(fresh) for v in videos]
 
     # ---- stage 3: prompts + visual blocks -> LLM inputs -----------------------------------------------------
@@ -194,13 +289,26 @@ class LlavaOnevisionVideoModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
     ) -> PackedInputs:
         """Prompt ids (IMAGE_TOKEN_INDEX where each video goes, in order) + blocks -> left-padded embeddings
-        [B, L', D], mask and positions (L' counts the visual tokens)."""
+        [B, L', D], mask and positions (L' counts the visual tokens). When the videos' method prunes inside the
+        LLM (`MethodSpec.stage`), the result also names it and marks the video tokens (newlines excluded)."""
         rows = split_rows(input_ids, attention_mask)
-        return pack_inputs(rows, [video.tokens for video in videos], self.language_model.get_input_embeddings())
+        packed = pack_inputs(rows, [video.tokens for video in videos], self.language_model.get_input_embeddings())
+        in_llm = _in_llm_config(videos)
+        if in_llm is None:
+            return packed
+        flags = torch.cat([_video_flags(video) for video in videos]).to(packed.visual_mask.device)  # (sum K,)
+        video_mask = packed.visual_mask.masked_scatter(packed.visual_mask, flags)  # (B, L')
+        return dataclasses.replace(packed, video_mask=video_mask, in_llm=in_llm)
 
     # ---- stage 4: prefill / decode -------------------------------------------------------------------------
     def prefill(self, packed: PackedInputs, **kwargs: Any) -> Any:
-        """One forward pass over the packed prompt: `.logits` [B, L', vocab] (and `.past_key_values`)."""
+        """One forward pass over the packed prompt: `.logits` [B, L', vocab] (and `.past_key_values`). With an
+        in-LLM method (FastV): `fastv.FastVPrefill`, whose `.logits` [B, M, vocab] cover the rows that reach the
+        last layer (text and kept video tokens; the last row is still the next-token prediction)."""
+        if packed.in_llm is not None and packed.in_llm.method == "fastv":  # DyCoke's prefill is the plain one
+            if kwargs:
+                raise ValueError(f"an in-LLM compression method's forward takes no keywords, got {sorted(kwargs)}")
+            return self._fastv_prefill(packed, all_logits=True)
         return self.language_model(
             inputs_embeds=packed.inputs_embeds,
             attention_mask=packed.attention_mask,
@@ -215,9 +323,33 @@ class LlavaOnevisionVideoModel(nn.Module):
         if self.stop_token_ids:
             generate_kwargs.setdefault("eos_token_id", self.stop_token_ids)
         generate_kwargs.setdefault("pad_token_id", _first(generate_kwargs.get("eos_token_id")))
+        self.decode_video_tokens = None
+        if packed.in_llm is not None:
+            return self._in_llm_generate(packed, generate_kwargs)
         return self.language_model.generate(
             inputs_embeds=packed.inputs_embeds, attention_mask=packed.attention_mask, **generate_kwargs
         )
+
+    def _fastv_prefill(self, packed: PackedInputs, all_logits: bool) -> FastVPrefill:
+        return fastv_prefill(self.language_model, packed.inputs_embeds, packed.attention_mask, packed.position_ids,
+                             packed.video_mask, packed.in_llm, all_logits=all_logits)
+
+    def _in_llm_generate(self, packed: PackedInputs, generate_kwargs: dict[str, Any]) -> torch.Tensor:
+        """Our own prefill / decode loop (`llm_loop`): transformers' generation builds one mask for all layers,
+        while FastV's upper layers cache fewer rows than its lower ones and DyCoke's decode steps give its upper
+        layers their own key mask each step."""
+        lm = self.language_model
+        config, processors = generation_settings(lm, generate_kwargs)
+        if packed.in_llm.method == "fastv":
+            out = self._fastv_prefill(packed, all_logits=False)
+            return generate_tokens(out.logits[:, -1], partial(decode_step, lm, out.state), config, processors,
+                                   packed.inputs_embeds.shape[1])
+        first, state, dycoke = dycoke_prefill(lm, packed.inputs_embeds, packed.attention_mask, packed.position_ids,
+                                              packed.video_mask, packed.in_llm)
+        ids = generate_tokens(first, partial(dycoke_step, lm, state, dycoke), config, processors,
+                              packed.inputs_embeds.shape[1])
+        self.decode_video_tokens = dycoke.mean_attended()
+        return ids
 
     # ---- LLaVA-NeXT drop-in entry points (compositions of the stages) ---------------------------------------
     def prepare_inputs(
@@ -330,6 +462,28 @@ def _check_videos(videos: Sequence[VideoInput]) -> list[VideoInput]:
             kind = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
             raise TypeError(f"videos=[...] takes EncodedVideo (model.encode_video) or pixels [F, 3, S, S], got {kind}")
     return list(videos)
+
+
+def _in_llm_config(videos: Sequence[EncodedVideo]) -> CompressionConfig | None:
+    """The in-LLM compression config of a batch's videos, or None when their methods act before the LLM; one
+    LLM pass runs one in-LLM method, so a batch mixing it with other configs raises."""
+    configs = {video.compression for video in videos}
+    in_llm = [c for c in configs if c.prunes_in_llm]
+    if not in_llm:
+        return None
+    if len(configs) > 1:
+        raise ValueError(f"the videos of one batch must share an in-LLM compression config, got "
+                         f"{sorted(map(str, configs))}")
+    return in_llm[0]
+
+
+def _video_flags(video: EncodedVideo) -> torch.Tensor:
+    """[K + newline_tokens] bool: True on video tokens, False on the newline(s) (after all frames, or after
+    each frame's T tokens)."""
+    flags = torch.ones(video.tokens.shape[0], dtype=torch.bool)
+    if video.newline_tokens:
+        flags.view(video.newline_tokens, -1)[:, -1] = False  # one_token: (1, K + 1); frame: (F, T + 1)
+    return flags
 
 
 def _first(value: int | list[int] | None) -> int | None:

@@ -12,17 +12,23 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from llava.compression import CompressionConfig
 from llava.constants import IMAGE_TOKEN_INDEX
 
 
 @dataclass
 class PackedInputs:
     """LLM inputs for a batch: embeddings [B, L, D], attention_mask [B, L] (0 on left padding), position_ids
-    [B, L] (counting from the first real token, as an unpadded prompt would)."""
+    [B, L] (counting from the first real token, as an unpadded prompt would); visual_mask [B, L] marks the
+    visual blocks' positions. video_mask [B, L] (video tokens, newlines excluded) and in_llm (the config of an
+    in-LLM compression method) are set by the model when the videos' method prunes inside the LLM."""
 
     inputs_embeds: torch.Tensor
     attention_mask: torch.Tensor
     position_ids: torch.Tensor
+    visual_mask: torch.Tensor | None = None
+    video_mask: torch.Tensor | None = None
+    in_llm: CompressionConfig | None = None
 
 
 def split_rows(input_ids: torch.Tensor | list[torch.Tensor], attention_mask: torch.Tensor | None) -> list[torch.Tensor]:
@@ -86,4 +92,4 @@ def pack_inputs(
             raise ValueError(f"{n_slots} placeholder positions for {visual.shape[0]} visual tokens")
         embeds = embeds.masked_scatter(placeholder[..., None], visual)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, L)
-    return PackedInputs(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids)
+    return PackedInputs(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, visual_mask=placeholder)
