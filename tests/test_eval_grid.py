@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import yaml
 from llava.eval.grid import GridOptions, cells, main, run_grid
 from llava.eval.paper import PAPER_YAML, load_paper
 from llava.eval.results import CellKey, latest_results_json
-from llava.eval.tiny_task import write_tiny_task
+from llava.testing.tiny_task import write_tiny_task
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,6 +48,72 @@ def test_dry_run_prints_commands_and_runs_nothing(tmp_path: Path, monkeypatch) -
     assert any("method=none" in line for line in lines)
     skipped = [line for line in lines if line.startswith("skip")]
     assert skipped and all("videochatgpt" in line and "OPENAI_API_KEY" in line for line in skipped)
+
+
+def test_comparison_cells_are_the_printed_rows() -> None:
+    """DyCoke at 50 / 35%, PLLaVA and VisionZip at 50 / 35 / 10%, on the tasks of the tables that print each row
+    (Table 3, MVBench, has no 50% rows); the 0.5B table prints none of them."""
+    paper = load_paper()
+    todo = cells(paper, ["7b", "0.5b"], ["dycoke", "pllava", "visionzip"], None, None)
+    tables12 = len(paper.tasks_for_tables(["table1", "table2"]))
+    assert tables12 == 7 and len(paper.tasks_for("7b")) == 8
+    by_method = {m: sorted({(k.ratio, k.task) for k in todo if k.mode == m}) for m in ("dycoke", "pllava", "visionzip")}
+    assert len(by_method["dycoke"]) == tables12 + 8  # 50%: Tables 1-2; 35%: Tables 1-3
+    assert len(by_method["pllava"]) == len(by_method["visionzip"]) == tables12 + 2 * 8
+    assert {r for r, t in by_method["dycoke"]} == {0.5, 0.35}
+    assert {r for r, t in by_method["pllava"] if t == "mvbench"} == {0.35, 0.1}
+    assert {k.model for k in todo if k.mode != "baseline"} == {"7b"}
+    assert len(todo) == len(set(todo)) == 61 + len(paper.tasks_for("7b")) + len(paper.tasks_for("0.5b"))
+    ratios_7b = [k.ratio for k in todo if k.model == "7b"]
+    assert todo[0].ratio == 1.0 and ratios_7b == sorted(ratios_7b, reverse=True)  # per model, high to low
+    with pytest.raises(ValueError, match="unknown modes.*sparsevlm.*fastv"):
+        cells(paper, ["7b"], ["sparsevlm"], None, None)
+
+
+def test_fastv_cells_are_the_printed_rows() -> None:
+    """FastV at 50 / 35 / 10% on Tables 1-2 and 35 / 10% on MVBench for 7B; 35 / 10% on Table 7's tasks for
+    0.5B, without MLVU at 10% (printed "-")."""
+    paper = load_paper()
+    todo = [k for k in cells(paper, ["7b", "0.5b"], ["fastv"], None, None) if k.mode == "fastv"]
+    tables12 = len(paper.tasks_for_tables(["table1", "table2"]))
+    got_7b = {(k.ratio, k.task) for k in todo if k.model == "7b"}
+    assert len(got_7b) == tables12 + 2 * 8 and {r for r, _ in got_7b} == {0.5, 0.35, 0.1}
+    assert {r for r, t in got_7b if t == "mvbench"} == {0.35, 0.1}
+    got_05b = {(k.ratio, k.task) for k in todo if k.model == "0.5b"}
+    assert len(got_05b) == 5 + 4 and (0.35, "mlvu_dev") in got_05b and (0.1, "mlvu_dev") not in got_05b
+
+
+def test_dry_run_lists_comparison_cells_with_their_budgets(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    lmms_model = pytest.importorskip("llava.eval.lmms_model")
+    simple_parse_args_string = pytest.importorskip("lmms_eval.utils").simple_parse_args_string
+    paper = load_paper()
+    todo = cells(paper, ["7b"], ["dycoke", "pllava", "visionzip", "fastv"], [0.5, 0.35, 0.1], ["mvbench", "videomme"])
+    out = io.StringIO()
+    results = tmp_path / "r"
+    assert run_grid(paper, todo, GridOptions(results=results, pretrained={"7b": "/ckpt"}), dry_run=True, out=out) == 0
+    lines = out.getvalue().splitlines()
+    listed = [line.split()[1:] for line in lines if line.startswith("cell  ")]
+    assert listed == [[k.model, k.mode, f"{k.ratio:.2f}", k.task] for k in todo]
+    commands = [shlex.split(line[2:]) for line in lines if line.startswith("$ ")]
+    assert len(commands) == len(todo) == 4 + 4 * 2 + 3 * 2  # 50%: videomme only; DyCoke has no 10% row
+    expected = {("dycoke", r): {"dycoke_k": k, "dycoke_p": 0.8} for r, k in ((0.5, 0.7), (0.35, 0.9))}
+    expected |= {
+        **{(m, r): {"retention_ratio": r} for m in ("pllava", "visionzip") for r in (0.5, 0.35, 0.1)},
+        **{("fastv", r): {"retention_ratio": r, "fastv_layer": 3} for r in (0.5, 0.35, 0.1)}}
+    for key, command in zip(todo, commands, strict=True):
+        args = simple_parse_args_string(command[command.index("--model_args") + 1])  # as lmms-eval parses them
+        assert command[command.index("--output_path") + 1] == str(results / key.model / key.mode
+                                                                  / f"{key.ratio:.2f}" / key.task)
+        assert args.pop("log_dir") == str(key.path(results) / "samples")
+        assert {k: args[k] for k in expected[(key.mode, key.ratio)]} == expected[(key.mode, key.ratio)]
+        compression = lmms_model.run_config_from_args(None, args).compression
+        assert compression.method == args["method"] == key.mode
+        assert compression.dycoke_k == expected[(key.mode, key.ratio)].get("dycoke_k")
+        assert compression.dycoke_p == expected[(key.mode, key.ratio)].get("dycoke_p")
+        assert compression.fastv_layer == expected[(key.mode, key.ratio)].get("fastv_layer")
+        assert compression.retention_ratio == expected[(key.mode, key.ratio)].get("retention_ratio")
+        assert compression.prunes_in_llm == (key.mode in ("dycoke", "fastv"))
 
 
 def test_cli_needs_a_checkpoint_per_model(capsys) -> None:

@@ -16,7 +16,7 @@ from lmms_eval.api.instance import Instance
 from llava.compression import CompressionConfig
 from llava.demo_clip import make_demo_clip
 from llava.eval.lmms_model import LlavaScissor
-from llava.eval.tiny_task import write_tiny_task
+from llava.testing.tiny_task import write_tiny_task
 from llava.video import VideoDecodeError
 
 FRAMES = 6

@@ -74,17 +74,31 @@ def _write_cell(root: Path, key: CellKey, results: dict) -> Path:
     return key.path(root)
 
 
-def _lmms_results_from_paper(table_key: str, retention: float) -> dict:
-    """lmms-eval results whose metrics are the paper's printed row (paper units divided back by `scale`)."""
+def _lmms_results_from_paper(table_key: str, retention: float, methods: tuple[str, ...] = (
+        "LLaVA-Scissor", "LLaVA-OneVision"), shift: dict[str, float] | None = None) -> dict:
+    """lmms-eval results whose metrics are the paper's printed row (paper units divided back by `scale`), each
+    column moved by `shift` (paper units)."""
     table = PAPER.tables[table_key]
-    row = next(r for r in table.rows if r.retention == retention and r.method in ("LLaVA-Scissor",
-                                                                                   "LLaVA-OneVision"))
+    row = next(r for r in table.rows if r.retention == retention and r.method in methods)
     results: dict = {}
     for col in table.columns:
         column = PAPER.columns[col]
         for task in column.tasks:
-            results.setdefault(task, {})[f"{column.metric},none"] = row.values[col] / column.scale
+            value = row.values[col] + (shift or {}).get(col, 0.0)
+            results.setdefault(task, {})[f"{column.metric},none"] = value / column.scale
     return results
+
+
+def _write_table2_cells(root: Path, mode: str, ratio: float, results: dict, tokens: tuple[int, int],
+                        record: dict | None = None) -> None:
+    """Table 2's four grid cells of one (mode, ratio) from `results`, each with a one-sample compression log
+    (tokens in / out, plus the fields of `record`)."""
+    for grid_task in ("egoschema_subset", "mlvu_dev", "videomme", "video_mmmu"):
+        wanted = {t: results[t] for t in PAPER.grid_tasks[grid_task].yields}
+        cell = _write_cell(root, CellKey("7b", mode, ratio, grid_task), wanted)
+        (cell / "samples").mkdir()
+        (cell / "samples" / "rank0.jsonl").write_text(
+            json.dumps({"tokens_in": tokens[0], "tokens_out": tokens[1], **(record or {})}) + "\n")
 
 
 def test_report_of_the_papers_own_numbers_has_zero_deltas(tmp_path: Path) -> None:
@@ -133,3 +147,74 @@ def test_incomplete_cells_fail_loudly_and_are_listed(tmp_path: Path) -> None:
 def test_cli_rejects_a_missing_directory(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main([str(tmp_path / "nope")]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_comparison_method_row_beside_its_published_row(tmp_path: Path) -> None:
+    """Our DyCoke 35% run (dycoke_k = 0.9: 2,201 of 6,272 tokens) is rendered under the paper's DyCoke 35% row of
+    Table 2 with its deltas, its achieved retention, and its Avg. against our own 100% run."""
+    root = tmp_path / "results"
+    _write_table2_cells(root, "baseline", 1.0, _lmms_results_from_paper("table2", 1.0), (6272, 6272))
+    moved = _lmms_results_from_paper("table2", 0.35, ("DyCoke",), shift={"mlvu": 0.5})
+    _write_table2_cells(root, "dycoke", 0.35, moved, (6272, 2201))
+    files = build_report(root, tmp_path / "report")
+    lines = files["markdown"].read_text().splitlines()
+    published = next(i for i, line in enumerate(lines) if line.startswith("| DyCoke | 35% |"))
+    assert lines[published + 1].startswith("| ours, dycoke (dycoke_k=0.9,dycoke_p=0.8) | 35% | 35.1% | 57.74 | 60.45 |")
+    assert lines[published + 2].startswith("| &nbsp;&nbsp;delta vs paper | | | +0.00 | +0.50 | +0.00 | +0.00 |")
+    assert any(line.startswith("| FastV | 35% | - |") for line in lines)  # printed; our FastV cells are absent
+    assert not any(line.startswith("| ours, fastv") for line in lines)
+    rows = list(csv.DictReader(files["csv"].open()))
+    ours = {r["column"]: r for r in rows if r["source"] == "dycoke"}
+    assert float(ours["mlvu"]["delta_vs_paper"]) == pytest.approx(0.5)
+    assert float(ours["egoschema"]["delta_vs_paper"]) == pytest.approx(0.0, abs=1e-9)
+    assert float(ours["avg"]["achieved_retention"]) == pytest.approx(2201 / 6272, abs=1e-4)
+    table = PAPER.tables["table2"]
+    expected_avg = 100 * sum((v + (0.5 if c == "mlvu" else 0.0)) / table.baseline.values[c]
+                             for c, v in next(r for r in table.rows if r.method == "DyCoke" and r.retention == 0.35)
+                             .values.items()) / 4
+    assert float(ours["avg"]["value"]) == pytest.approx(expected_avg, abs=1e-3)
+
+
+def test_comparisons_map_printed_rows_to_budgets() -> None:
+    assert PAPER.comparisons["dycoke"].budget_args(0.5) == "dycoke_k=0.7,dycoke_p=0.8"
+    assert PAPER.comparisons["dycoke"].budget_args(0.35) == "dycoke_k=0.9,dycoke_p=0.8"
+    assert PAPER.comparisons["fastv"].budget_args(0.35) == "retention_ratio=0.35,fastv_layer=3"
+    assert PAPER.comparisons["pllava"].budget_args(0.1) == "retention_ratio=0.1"
+    with pytest.raises(ValueError, match="no dycoke_k for RR 0.1"):
+        PAPER.comparisons["dycoke"].budget_args(0.1)
+    table1 = PAPER.tables["table1"]
+    assert {PAPER.method_of(r) for r in table1.rows} == {"none", "scc", "dycoke", "pllava", "visionzip", "fastv"}
+    assert sorted(PAPER.comparison_runs("7b", "visionzip")) == [0.1, 0.35, 0.5]
+    assert "mvbench" not in PAPER.comparison_runs("7b", "visionzip")[0.5]  # Table 3 prints no 50% rows
+    assert PAPER.comparison_runs("0.5b", "dycoke") == {}
+    fastv_05b = PAPER.comparison_runs("0.5b", "fastv")
+    assert sorted(fastv_05b) == [0.1, 0.35]
+    assert "mlvu_dev" in fastv_05b[0.35] and "mlvu_dev" not in fastv_05b[0.1]  # Table 7 prints no MLVU at 10%
+    assert len(fastv_05b[0.1]) == len(PAPER.tasks_for("0.5b")) - 1
+
+
+def test_fastv_row_beside_its_published_row(tmp_path: Path) -> None:
+    """Our FastV 10% run (K = 3 of 28 layers: all 6,272 video tokens enter the LLM, 627 survive layer 3) is rendered
+    under the paper's FastV 10% row of Table 2 with its deltas, its achieved retention after layer K and the mean
+    over layers, (3 x 6,272 + 25 x 627) / 28 = 1,231.8 tokens, 19.6%."""
+    root = tmp_path / "results"
+    _write_table2_cells(root, "baseline", 1.0, _lmms_results_from_paper("table2", 1.0), (6272, 6272),
+                        {"method": "none", "prune_layer": None, "video_tokens_after_prune": 6272,
+                         "video_tokens_layer_mean": 6272.0})
+    moved = _lmms_results_from_paper("table2", 0.10, ("FastV",), shift={"videomme": -1.0})
+    layer_mean = (3 * 6272 + 25 * 627) / 28
+    _write_table2_cells(root, "fastv", 0.10, moved, (6272, 6272),
+                        {"method": "fastv", "llm_layers": 28, "prune_layer": 3, "video_tokens_llm_input": 6272,
+                         "video_tokens_after_prune": 627, "video_tokens_layer_mean": layer_mean})
+    files = build_report(root, tmp_path / "report")
+    lines = files["markdown"].read_text().splitlines()
+    published = next(i for i, line in enumerate(lines) if line.startswith("| FastV | 10% | - | 55.87 |"))
+    assert lines[published + 1].startswith(
+        "| ours, fastv (retention_ratio=0.1,fastv_layer=3) | 10% | 10.0% (layers 19.6%) | 55.87 | 55.81 | 50.63 |")
+    assert lines[published + 2].startswith("| &nbsp;&nbsp;delta vs paper | | | +0.00 | +0.00 | -1.00 | +0.00 |")
+    assert any(line.startswith("| ours | 100% | 100.0% |") for line in lines)  # no in-LLM stage: no layer mean
+    rows = list(csv.DictReader(files["csv"].open()))
+    ours = {r["column"]: r for r in rows if r["source"] == "fastv"}
+    assert float(ours["avg"]["achieved_retention"]) == pytest.approx(627 / 6272, abs=1e-4)
+    assert float(ours["avg"]["layer_mean_retention"]) == pytest.approx(layer_mean / 6272, abs=1e-4)
+    assert float(ours["videomme"]["delta_vs_paper"]) == pytest.approx(-1.0)

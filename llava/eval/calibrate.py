@@ -19,14 +19,19 @@ import statistics
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from llava.compression import CompressionConfig, compress
+from llava.config_types import DTYPE_NAMES
 from llava.eval.features import FrameSettings, file_key, pooled_video
-from llava.model.model_config import DTYPE_NAMES
+from llava.run_config import ModelSection, VideoSection
 from llava.video import BACKENDS
+
+if TYPE_CHECKING:
+    from llava.model.image_processor import SiglipVideoProcessor
+    from llava.model.modeling import LlavaOnevisionVideoModel
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +105,8 @@ class FeatureStore:
     """Pooled features per video, computed once: in memory, and under `cache_dir` when given (keyed by the file,
     the checkpoint and the frame settings), so the grid's several targets and reruns cost one vision pass."""
 
-    def __init__(self, model: Any, processor: Any, frames: FrameSettings, checkpoint: str,
-                 cache_dir: Path | None = None) -> None:
+    def __init__(self, model: LlavaOnevisionVideoModel, processor: SiglipVideoProcessor, frames: FrameSettings,
+                 checkpoint: str, cache_dir: Path | None = None) -> None:
         self.model, self.processor, self.frames = model, processor, frames
         self.checkpoint, self.cache_dir = checkpoint, cache_dir
         self.vision_passes = 0
@@ -168,10 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sample", type=int, default=None, help="use a seeded sample of this many videos")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epsilon", type=float, default=None, help="approximate components (paper: 0.05)")
-    parser.add_argument("--frames", type=int, default=32, help="frames per video (lmms-eval's default: 32)")
-    parser.add_argument("--backend", default="auto", choices=BACKENDS)
-    parser.add_argument("--device", default="auto", help="cuda, cuda:1, cpu (auto: CUDA when present)")
-    parser.add_argument("--dtype", default="auto", choices=DTYPE_NAMES,
+    parser.add_argument("--frames", type=int, default=VideoSection.frames,
+                        help=f"frames per video (default: the run config's video.frames, {VideoSection.frames})")
+    parser.add_argument("--backend", default=VideoSection.backend, choices=BACKENDS)
+    parser.add_argument("--device", default=ModelSection.device, help="cuda, cuda:1, cpu (auto: CUDA when present)")
+    parser.add_argument("--dtype", default=ModelSection.dtype, choices=DTYPE_NAMES,
                         help="auto: bf16 on CUDA and on native-bf16 CPUs, else fp32")
     parser.add_argument("--cache-dir", type=Path, default=None, help="keep pooled features here across runs")
     parser.add_argument("--out", type=Path, default=None, help="write the result(s) as JSON")

@@ -11,33 +11,42 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
+from llava.run_config import VideoSection
+from llava.runtime import frames_to_pixels
 from llava.video import Backend, load_video
+
+if TYPE_CHECKING:
+    from llava.model.image_processor import SiglipVideoProcessor
+    from llava.model.modeling import LlavaOnevisionVideoModel
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class FrameSettings:
-    """How a video is turned into frames: count and decoder (part of every cache key)."""
+    """How a video is turned into frames: count and decoder (part of every cache key). The defaults are the run
+    config's (`VideoSection`), so evaluation, calibration and the CLI sample the same frames unless told."""
 
-    num_frames: int = 32
-    backend: Backend = "auto"
+    num_frames: int = VideoSection.frames
+    backend: Backend = VideoSection.backend
 
 
-def video_pixels(path: str | Path, processor: Any, frames: FrameSettings) -> torch.Tensor:
-    """Decode `frames.num_frames` uniformly sampled frames and preprocess them: pixel values [F, 3, S, S]."""
+def video_pixels(path: str | Path, processor: SiglipVideoProcessor, frames: FrameSettings) -> torch.Tensor:
+    """Decode `frames.num_frames` uniformly sampled frames and preprocess them (`llava.runtime.frames_to_pixels`):
+    pixel values [F, 3, S, S]."""
     decoded = load_video(path, frames.num_frames, frames.backend)
     if decoded.notes:
         logger.info("%s: %s", path, decoded.note)
-    return processor.preprocess(decoded.frames, return_tensors="pt")["pixel_values"]  # (F, 3, S, S)
+    return frames_to_pixels(processor, decoded.frames)  # (F, 3, S, S)
 
 
 @torch.no_grad()
-def pooled_video(model: Any, processor: Any, path: str | Path, frames: FrameSettings) -> torch.Tensor:
+def pooled_video(model: LlavaOnevisionVideoModel, processor: SiglipVideoProcessor, path: str | Path,
+                 frames: FrameSettings) -> torch.Tensor:
     """Pooled features [F, T, D] of one video file (tower + projector + pool): what the compressor sees."""
     return model.pooled_features(video_pixels(path, processor, frames))  # (F, T, D)
 

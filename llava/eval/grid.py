@@ -3,12 +3,19 @@
     python -m llava.eval.grid --pretrained 7b=CKPT_7B --pretrained 0.5b=CKPT_05B [--models 7b] [--modes exact]
         [--ratios 0.35,0.1] [--tasks mvbench] [--results results] [--dry-run]
 
-Cells (from `configs/paper/published.yaml`, section `grid`): 7B at 100/50/35/25/20/10/7/5% on the tasks of
-Tables 1-3, 0.5B at 100/50/35/10/7/5% on those of Table 7, 32 frames. Each cell's lmms-eval output goes to
-`results/<model>/<mode>/<ratio>/<task>/`; the 100% run is `baseline` (no compression) and serves both modes:
-- `paper`: the paper's setting, one SCC tau per row, found by `llava.eval.calibrate` on the task's videos so
+Cells (from `configs/paper/published.yaml`, sections `grid` and `comparisons`): 7B at 100/50/35/25/20/10/7/5% on
+the tasks of Tables 1-3, 0.5B at 100/50/35/10/7/5% on those of Table 7, 32 frames, plus the comparison methods at
+the RRs each table printed them, on the columns each printed row fills: DyCoke 50 / 35%, PLLaVA, VisionZip and
+FastV 50 / 35 / 10% on Tables 1-2 and 35 / 10% on MVBench (Table 3 prints no 50% rows); FastV 35 / 10% on the 0.5B
+tasks of Table 7 (without MLVU at 10%, which the paper leaves blank). Each cell's lmms-eval output goes to
+`results/<model>/<mode>/<ratio>/<task>/`, where mode is one of:
+- `baseline`: the 100% run (no compression), which serves every mode and method;
+- `paper`: SCC in the paper's setting, one tau per row, found by `llava.eval.calibrate` on the task's videos so
   that the mean retention equals the ratio (the calibration is stored in the cell, `calibration.json`);
-- `exact`: our exact budget, `retention_ratio` (every video keeps round(r * F * T) tokens).
+- `exact`: SCC at our exact budget, `retention_ratio` (every video keeps round(r * F * T) tokens);
+- a comparison method's registered name (`dycoke`, `pllava`, `visionzip`, `fastv`): `method=<name>` with the
+  budget the paper YAML maps the row's RR to (DyCoke: `dycoke_k` 0.7 / 0.9 and its decode stage, `dycoke_p=0.8`;
+  PLLaVA, VisionZip: `retention_ratio`; FastV: `retention_ratio` kept from layer `fastv_layer=3` on).
 Resumable: a cell whose results JSON holds every metric the report needs is skipped; a killed cell restarts
 and its answered samples come back from the model's per-sample log (`samples/`). lmms-eval exits 0 even when
 a task fails, so every cell's results JSON is checked after its run, and a missing or incomplete one stops the
@@ -31,11 +38,11 @@ from typing import TextIO
 
 from llava.eval.paper import PAPER_YAML, Paper, load_paper
 from llava.eval.report import build_report
-from llava.eval.results import CellKey, IncompleteCellError, check_cell
+from llava.eval.results import SCC_MODES, CellKey, IncompleteCellError, check_cell, ratio_dir
+from llava.run_config import VideoSection
 
 logger = logging.getLogger(__name__)
 
-MODES = ("paper", "exact")
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,7 @@ class GridOptions:
 
     results: Path
     pretrained: dict[str, str]
-    frames: int = 32
+    frames: int = VideoSection.frames  # the run config's default, as the paper's 32 x 196 tokens
     batch_size: int = 1
     calibration_sample: int | None = 200
     calibration_tolerance: float = 0.005
@@ -56,20 +63,38 @@ class GridOptions:
     python: str = sys.executable
 
 
+def modes_of(paper: Paper) -> tuple[str, ...]:
+    """Every mode a cell can run in besides the 100% baseline: SCC's, then the comparison methods'."""
+    return SCC_MODES + tuple(paper.comparisons)
+
+
 def cells(paper: Paper, models: list[str], modes: list[str], ratios: list[float] | None,
           tasks: list[str] | None) -> list[CellKey]:
-    """The grid's cells in run order (per model: the 100% baseline first, then ratios from high to low)."""
+    """The grid's cells in run order: per model the 100% baseline first, then ratios from high to low, at each
+    ratio the modes in the order given (a comparison method only at the RRs and on the tasks of the tables that
+    print it)."""
+    unknown = sorted(set(modes) - set(modes_of(paper)))
+    if unknown:
+        raise ValueError(f"unknown modes {unknown}; choose from {list(modes_of(paper))}")
     out = []
     for model in models:
         if model not in paper.grid:
             raise ValueError(f"model {model!r} is not in the paper grid; choose from {sorted(paper.grid)}")
-        model_tasks = [t for t in paper.tasks_for(model) if tasks is None or t in tasks]
-        for ratio in sorted(paper.grid[model]["ratios"], reverse=True):
+        model_ratios = set(paper.grid[model]["ratios"])
+        model_ratios |= {r for m in modes if m in paper.comparisons for r in paper.comparison_runs(model, m)}
+        for ratio in sorted(model_ratios, reverse=True):
             if ratios is not None and ratio not in ratios:
                 continue
             for mode in ("baseline",) if ratio == 1.0 else modes:
-                out.extend(CellKey(model, mode, ratio, task) for task in model_tasks)
+                out.extend(CellKey(model, mode, ratio, task) for task in _mode_tasks(paper, model, mode, ratio)
+                           if tasks is None or task in tasks)
     return out
+
+
+def _mode_tasks(paper: Paper, model: str, mode: str, ratio: float) -> list[str]:
+    if mode in paper.comparisons:
+        return paper.comparison_runs(model, mode).get(ratio, [])
+    return paper.tasks_for(model) if ratio in paper.grid[model]["ratios"] else []
 
 
 def judge_missing(paper: Paper, task: str) -> str | None:
@@ -84,19 +109,21 @@ def judge_missing(paper: Paper, task: str) -> str | None:
     return None
 
 
-def budget_args(key: CellKey, tau: float | None, options: GridOptions) -> str:
+def budget_args(paper: Paper, key: CellKey, tau: float | None, options: GridOptions) -> str:
     """The model_args that set the cell's compression."""
     if key.mode == "baseline":
         return "method=none"
+    if key.mode in paper.comparisons:
+        return f"method={key.mode},{paper.comparisons[key.mode].budget_args(key.ratio)}"
     if key.mode == "exact":
         return f"retention_ratio={key.ratio}"
     epsilon = f",epsilon={options.epsilon}" if options.epsilon is not None else ""
     return f"tau={'<calibrated>' if tau is None else repr(tau)}{epsilon}"
 
 
-def lmms_eval_command(key: CellKey, tau: float | None, options: GridOptions) -> list[str]:
+def lmms_eval_command(paper: Paper, key: CellKey, tau: float | None, options: GridOptions) -> list[str]:
     cell = key.path(options.results)
-    model_args = (f"pretrained={options.pretrained[key.model]},{budget_args(key, tau, options)},"
+    model_args = (f"pretrained={options.pretrained[key.model]},{budget_args(paper, key, tau, options)},"
                   f"max_frames_num={options.frames},log_dir={cell / 'samples'}")
     if options.model_args:
         model_args += f",{options.model_args}"
@@ -162,8 +189,8 @@ def run_grid(paper: Paper, todo: list[CellKey], options: GridOptions, dry_run: b
             out.write(f"skip  {cell}: {reason}\n")
             continue
         tau = calibrated_tau(key, todo, options, dry_run, out) if key.mode == "paper" else None
-        command = lmms_eval_command(key, tau, options)
-        out.write("$ " + shlex.join(command) + "\n")
+        command = lmms_eval_command(paper, key, tau, options)
+        out.write(f"cell  {key.model} {key.mode} {ratio_dir(key.ratio)} {key.task}\n$ {shlex.join(command)}\n")
         out.flush()
         if dry_run:
             continue
@@ -191,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pretrained", action="append", default=[], help="MODEL=PATH, e.g. 7b=CKPT (repeat)")
     parser.add_argument("--models", default=None, help="comma-separated (default: every model given)")
-    parser.add_argument("--modes", default="paper,exact", help="paper (calibrated tau), exact (retention_ratio)")
+    parser.add_argument("--modes", default=None, help="comma-separated (default: all): paper (SCC, calibrated tau), "
+                        "exact (SCC, retention_ratio), and the comparison methods dycoke, pllava, visionzip, fastv")
     parser.add_argument("--ratios", default=None, help="comma-separated subset of the grid's ratios")
     parser.add_argument("--tasks", default=None, help="comma-separated subset of the grid's lmms-eval tasks")
     parser.add_argument("--results", type=Path, default=Path("results"))
@@ -222,9 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         if not models or missing:
             wanted = missing or sorted(paper.grid)
             raise ValueError(f"give a checkpoint for every model: --pretrained MODEL=PATH (missing: {wanted})")
-        modes = args.modes.split(",")
-        if set(modes) - set(MODES):
-            raise ValueError(f"--modes takes {list(MODES)}, got {modes}")
+        modes = args.modes.split(",") if args.modes else list(modes_of(paper))
         ratios = [float(r) for r in args.ratios.split(",")] if args.ratios else None
         tasks = args.tasks.split(",") if args.tasks else None
         todo = cells(paper, models, modes, ratios, tasks)

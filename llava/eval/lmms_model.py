@@ -4,14 +4,18 @@
         --model_args pretrained=CKPT,retention_ratio=0.1,max_frames_num=32 --tasks mvbench --batch_size 4
 
 Differences from lmms-eval's stock `llava_onevision` class, on purpose:
-- compression per run: `retention_ratio` (exact budget) or `tau` (paper mode), `method`, `epsilon`, or
+- compression per run: `retention_ratio` (exact budget) or `tau` (paper mode), `method`, `epsilon`,
+  `pool_shape=16x8x8` (PLLaVA's shape, `x`-separated because model_args are split at commas), `dycoke_k`
+  (with `dycoke_p` / `dycoke_l` for DyCoke's decode stage), or
   `config=` one of our run configs (model_args override its fields);
 - real batched generation (left-padded; the stock class asserts batch size 1);
 - compress once: requests on the same video with the same frame / compression settings share one compressed
   block (`BlockCache`), and the questions of one video are scheduled next to each other;
 - a video that fails to decode fails its sample with the file named (the stock class answers from the text);
-- a per-sample log (`log_dir=`): tokens in / out, thresholds, vision / compression / prefill / decode ms, and
-  the answer, which also lets a killed run resume without recomputing answered samples.
+- a per-sample log (`log_dir=`): tokens in / out, thresholds, vision / compression / prefill / decode ms, video
+  tokens per LLM layer (`llm_layers`, `prune_layer`, `video_tokens_llm_input`, `video_tokens_after_prune`,
+  `video_tokens_layer_mean`, as `llava.model.fastv.llm_token_counts` gives them) and the answer, which also lets a
+  killed run resume without recomputing answered samples.
 Frames are sampled as the stock class samples them (`linspace(0, total - 1, max_frames_num)`), decoded by
 `llava.video`. The prompt is the stock one: `<image>\\n` + the task's text in the `conv_template` chat format.
 """
@@ -29,14 +33,15 @@ from lmms_eval import utils
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 
-from llava.constants import DEFAULT_IMAGE_TOKEN
-from llava.conversation import conv_templates
+from llava.compression.timing import timed_call
+from llava.compression.types import VisualExtras
+from llava.conversation import conv_templates, video_prompt_ids
 from llava.eval.block_cache import BlockCache, EncodedBlock
 from llava.eval.features import FrameSettings, file_key, video_pixels
 from llava.eval.sample_log import SampleLog, request_key
-from llava.infer import StageClock, timed_generate
-from llava.mm_utils import tokenizer_image_token
-from llava.run_config import RunConfig, load_config
+from llava.model.fastv import llm_token_counts
+from llava.run_config import RunConfig, load_config, resolve_config_path
+from llava.runtime import answer_text, load_for_run, timed_generate
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +53,9 @@ RUN_CONFIG_ARGS = {
     "retention_ratio": "compression.retention_ratio", "tau": "compression.tau",
     "epsilon": "compression.epsilon", "seed": "compression.seed", "method": "compression.method",
     "precision": "compression.precision", "frame_batch_size": "model.frame_batch_size",
+    "pool_shape": "compression.pool_shape", "dycoke_k": "compression.dycoke_k",
+    "dycoke_l": "compression.dycoke_l", "dycoke_p": "compression.dycoke_p",
+    "fastv_layer": "compression.fastv_layer",
 }
 DEFAULT_MAX_NEW_TOKENS = 1024  # lmms-eval's OneVision default when a task sets none
 SAMPLING_KEYS = ("temperature", "top_p", "top_k")
@@ -65,16 +73,25 @@ class EvalOptions:
 
 def run_config_from_args(config: str | None, args: dict[str, Any]) -> RunConfig:
     """`config=` (a YAML path or a name under configs/) plus model_args overrides -> a validated RunConfig.
-    `method` is applied after `tau` / `retention_ratio`, which alone imply SCC."""
-    from llava.infer import resolve_config_path
-
+    `method` is applied after `tau` / `retention_ratio`, which alone imply SCC. `pool_shape` (PLLaVA's budget)
+    is written `T'xH'xW'` (`pool_shape=16x8x8`: lmms-eval splits model_args at commas); like `dycoke_k` (DyCoke's
+    budget) it replaces the config's other budget keys (`load_config`)."""
     unknown = sorted(set(args) - set(RUN_CONFIG_ARGS))
     if unknown:
         raise TypeError(f"llava_scissor: unknown model_args {unknown}; allowed: "
                         f"{sorted([*RUN_CONFIG_ARGS, 'config', *EvalOptions.__dataclass_fields__])}")
     ordered = sorted(args.items(), key=lambda item: item[0] == "method")
-    overrides = {RUN_CONFIG_ARGS[k]: v for k, v in ordered if v is not None}
+    overrides = {RUN_CONFIG_ARGS[k]: parse_pool_shape(v) if k == "pool_shape" else v for k, v in ordered
+                 if v is not None}
     return load_config(resolve_config_path(config) if config else None, overrides)
+
+
+def parse_pool_shape(value: object) -> list[int]:
+    """`16x8x8` (model_args) -> [16, 8, 8]; anything else raises naming the expected form."""
+    parts = str(value).lower().split("x")
+    if len(parts) != 3 or not all(part.strip().isdigit() for part in parts):
+        raise ValueError(f"model_args pool_shape must look like 16x8x8 (frames x rows x columns), got {value!r}")
+    return [int(part) for part in parts]
 
 
 class LlavaScissor(lmms):
@@ -87,8 +104,6 @@ class LlavaScissor(lmms):
                  log_dir: str | None = EvalOptions.log_dir, max_batch_size: int | None = None,
                  **model_args: Any) -> None:
         super().__init__()
-        from llava.infer import load_for_run
-
         if conv_template not in conv_templates:
             raise ValueError(f"conv_template must be one of {sorted(conv_templates)}, got {conv_template!r}")
         self.options = EvalOptions(conv_template, int(batch_size), int(cache_size), log_dir)
@@ -104,7 +119,7 @@ class LlavaScissor(lmms):
         self.tokenizer, self.model, self.processor = loaded.tokenizer, loaded.model, loaded.processor
         self.frames = FrameSettings(run.video.frames, run.video.backend)
         self.cache = BlockCache(self.options.cache_size)
-        self.compression = run.compression if run.compression is not None else self.model.default_compression
+        self.compression = self.model.compression_in_effect(run.compression)
         self.settings = json.dumps([str(loaded.checkpoint_dir), asdict(self.frames), repr(self.compression),
                                     self.model.newline, str(self.model.dtype), conv_template])
         self.log = SampleLog(log_dir, self._rank)
@@ -129,12 +144,14 @@ class LlavaScissor(lmms):
 
     @torch.no_grad()
     def _encode(self, path: str) -> EncodedBlock:
-        clock = StageClock(self.model.device)
-        with clock.stage("vision"):  # decode + preprocess + tower + projector + pool
+        def vision() -> tuple[torch.Tensor, VisualExtras]:  # decode + preprocess + tower + projector + pool
             pixels = video_pixels(path, self.processor, self.frames)  # (F, 3, S, S)
-            pooled = self.model.pooled_features(pixels, self.run_config.model.frame_batch_size)  # (F, T, D)
-        video = self.model.compress_features(pooled, self.compression, timed=True)
-        return EncodedBlock(video, clock.ms["vision"])
+            needs = self.model.visual_needs(self.compression)
+            return self.model.visual_inputs(pixels, needs, self.run_config.model.frame_batch_size)  # (F, T, D)
+
+        (pooled, extras), vision_ms = timed_call(self.device, vision)
+        video = self.model.compress_features(pooled, self.compression, timed=True, extras=extras)
+        return EncodedBlock(video, vision_ms)
 
     # ---- lmms-eval API ------------------------------------------------------------------------------------
     def generate_until(self, requests: list[Instance]) -> list[str]:
@@ -167,13 +184,6 @@ class LlavaScissor(lmms):
     def _order_key(self, args: tuple) -> tuple:
         return self._video_of(args), -len(args[0])
 
-    def _prompt_ids(self, context: str) -> torch.Tensor:
-        question = context if DEFAULT_IMAGE_TOKEN in context else f"{DEFAULT_IMAGE_TOKEN}\n{context}"
-        conv = conv_templates[self.options.conv_template].copy()
-        conv.append_message(conv.roles[0], question)
-        conv.append_message(conv.roles[1], None)
-        return tokenizer_image_token(conv.get_prompt(), self.tokenizer, return_tensors="pt")  # (L,)
-
     def _answer_batch(self, chunk: list[tuple]) -> list[str]:
         keys = [request_key(self.settings, a[4], a[3], a[0], a[1]) for a in chunk]
         todo = [i for i, k in enumerate(keys) if k not in self.log.answers]
@@ -193,12 +203,17 @@ class LlavaScissor(lmms):
         gen_kwargs = dict(chunk[0][1])
         until = gen_kwargs.pop("until", None)
         encoded = [self.encoded_video(self._video_of(args)) for args in chunk]
-        out, prefill_ms, decode_ms = timed_generate(
-            self.model, StageClock(self.device), [self._prompt_ids(args[0]) for args in chunk],
-            [block.video for block, _ in encoded], **self._generation_args(gen_kwargs))  # (B, N)
-        texts = [_cut(self._decode(row), until) for row in out]
-        return [(text, _record(args, block, hit, len(chunk), prefill_ms, decode_ms))
-                for text, args, (block, hit) in zip(texts, chunk, encoded, strict=True)]
+        prompts = [video_prompt_ids(args[0], self.tokenizer, self.options.conv_template) for args in chunk]  # (L_i,)
+        timed = timed_generate(self.model, prompts, [block.video for block, _ in encoded],
+                               **self._generation_args(gen_kwargs))  # ids (B, N)
+        texts = [_cut(answer_text(row, self.tokenizer, self.model.stop_token_ids), until) for row in timed.ids]
+        decode = self.model.decode_video_tokens  # (B,): DyCoke's decode stage, video tokens from layer L on
+        n_layers = len(self.model.language_model.model.layers)
+        counts = [llm_token_counts(block.video.compression, block.video.stats.tokens_out, n_layers,
+                                   None if decode is None else float(decode[i]))
+                  for i, (block, _) in enumerate(encoded)]
+        return [(text, {**_record(args, block, hit, len(chunk), timed.prefill_ms, timed.decode_ms), **asdict(count)})
+                for text, args, (block, hit), count in zip(texts, chunk, encoded, counts, strict=True)]
 
     def _generation_args(self, gen_kwargs: dict[str, Any]) -> dict[str, Any]:
         """Task generation settings as transformers takes them: greedy drops sampling keys (as the stock class),
@@ -210,15 +225,6 @@ class LlavaScissor(lmms):
             for key in SAMPLING_KEYS:
                 args.pop(key, None)
         return args
-
-    def _decode(self, ids: torch.Tensor) -> str:
-        stop = set(self.model.stop_token_ids)
-        kept = []
-        for token in ids.tolist():
-            if token in stop:
-                break
-            kept.append(token)
-        return self.tokenizer.decode(kept, skip_special_tokens=True).strip()
 
 
 def _rank_and_world(accelerator: Accelerator) -> tuple[int, int]:
@@ -254,6 +260,7 @@ def _record(args: tuple, block: EncodedBlock, hit: bool, batch: int, prefill_ms:
         "tau_spatial": _finite(stats.tau_spatial), "tau_temporal": _finite(stats.tau_temporal),
         "vision_ms": 0.0 if hit else block.vision_ms, "compression_ms": 0.0 if hit else stats.time_ms,
         "cache_hit": hit, "batch_size": batch, "prefill_ms": prefill_ms, "decode_ms": decode_ms,
+        "pool_shape": stats.pool_shape,
     }
 
 

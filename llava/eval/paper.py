@@ -1,4 +1,5 @@
-"""The paper's published tables as data (`configs/paper/published.yaml`) and its Avg. columns.
+"""The paper's published tables as data (`configs/paper/published.yaml`), its Avg. columns, the comparison methods
+of its tables (how each printed row's RR becomes a budget of ours) and its Table 5 (FLOPs).
 
 The paper does not say how Avg.(%) is computed; reading the rows back gives: Tables 1, 2 and 7 average the
 per-column ratios to the 100% row (Table 1 over AN Acc, AN Score, CI, DO, CU, TU, CO and Next-QA, leaving out
@@ -7,7 +8,7 @@ leaves blank ("-") are left out of a row's average (Table 7's FastV 10% row aver
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -66,17 +67,81 @@ class GridTask:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """A comparison method the grid runs, by its registered name (`method`), and its budget per RR:
+    `knob=settings[RR]` when `knob` is set (the method's own knob fixes the count), else `retention_ratio=RR`;
+    `fixed` knobs (the same at every RR, e.g. FastV's layer) follow the budget in the model_args."""
+
+    method: str
+    knob: str | None = None
+    settings: dict[float, float] | None = None
+    fixed: dict[str, float | int] = field(default_factory=dict)
+
+    def budget_args(self, ratio: float) -> str:
+        """The model_args that set this method's budget for a row of retention `ratio`."""
+        if self.knob is None:
+            budget = f"retention_ratio={ratio}"
+        elif ratio not in self.settings:
+            raise ValueError(f"{self.method}: no {self.knob} for RR {ratio}; the paper YAML gives "
+                             f"{sorted(self.settings)}")
+        else:
+            budget = f"{self.knob}={self.settings[ratio]}"
+        return ",".join([budget, *(f"{knob}={value}" for knob, value in self.fixed.items())])
+
+
+@dataclass(frozen=True)
+class FlopsRow:
+    """One printed row of Table 5: LLM-stage TFLOPs (Eq. 9), FLOPs ratio and performance ratio (both in %)."""
+
+    method: str
+    retention: float
+    tflops: float
+    fr: float
+    avg: float
+
+
+@dataclass(frozen=True)
 class Paper:
     columns: dict[str, Column]
     tables: dict[str, Table]
     grid_tasks: dict[str, GridTask]
     grid: dict[str, dict]
+    methods: dict[str, str]
+    comparisons: dict[str, Comparison]
+    table5: tuple[FlopsRow, ...]
 
     def tasks_for(self, model: str) -> list[str]:
         """The grid tasks that feed the tables of `model` ("7b" / "0.5b"), in table order."""
-        needed = [task for key in self.grid[model]["tables"] for col in self.tables[key].columns
-                  for task in self.source_tasks(col)]
-        return [name for name, task in self.grid_tasks.items() if set(task.yields) & set(needed)]
+        return self.tasks_for_tables(self.grid[model]["tables"])
+
+    def tasks_for_tables(self, keys: list[str]) -> list[str]:
+        """The grid tasks that feed the tables `keys`, in the grid_tasks order."""
+        return self.tasks_for_columns([col for key in keys for col in self.tables[key].columns])
+
+    def tasks_for_columns(self, columns: list[str]) -> list[str]:
+        """The grid tasks that feed the columns `columns`, in the grid_tasks order."""
+        needed = {task for col in columns for task in self.source_tasks(col)}
+        return [name for name, task in self.grid_tasks.items() if set(task.yields) & needed]
+
+    def method_of(self, row: Row | FlopsRow) -> str:
+        """The registered method a printed row is: "none" for the 100% row, else the YAML's `methods` entry."""
+        if row.retention == 1.0:
+            return "none"
+        if row.method not in self.methods:
+            raise ValueError(f"printed method {row.method!r} has no registered name under 'methods' in the paper "
+                             f"YAML (it has {sorted(self.methods)})")
+        return self.methods[row.method]
+
+    def comparison_runs(self, model: str, method: str) -> dict[float, list[str]]:
+        """{RR: grid tasks} where `model`'s tables print a row of comparison `method`: the RRs each table printed,
+        each with the tasks of the columns those rows print (Table 3 has no 50% rows, so 50% runs skip MVBench;
+        Table 7's FastV 10% row prints no MLVU, so that run skips it)."""
+        runs: dict[float, list[str]] = {}
+        for key in self.grid[model]["tables"]:
+            for row in self.tables[key].rows:
+                if row.retention < 1.0 and self.method_of(row) == method:
+                    runs.setdefault(row.retention, []).extend(c for c, v in row.values.items() if v is not None)
+        return {ratio: self.tasks_for_columns(columns) for ratio, columns in runs.items()}
 
     def source_tasks(self, column: str) -> list[str]:
         col = self.columns[column]
@@ -94,7 +159,14 @@ def load_paper(path: str | Path = PAPER_YAML) -> Paper:
     tables = {key: _table(key, t, columns) for key, t in raw["tables"].items()}
     grid_tasks = {name: GridTask(name, tuple(t["yields"]), bool(t.get("judge", False)))
                   for name, t in raw["grid_tasks"].items()}
-    return Paper(columns=columns, tables=tables, grid_tasks=grid_tasks, grid=raw["grid"])
+    comparisons = {name: Comparison(name, c.get("knob"),
+                                    None if "settings" not in c else {float(r): v for r, v in c["settings"].items()},
+                                    dict(c.get("fixed", {})))
+                   for name, c in raw["comparisons"].items()}
+    table5 = tuple(FlopsRow(r["method"], float(r["retention"]), float(r["tflops"]), float(r["fr"]), float(r["avg"]))
+                   for r in raw["table5"])
+    return Paper(columns=columns, tables=tables, grid_tasks=grid_tasks, grid=raw["grid"], methods=raw["methods"],
+                 comparisons=comparisons, table5=table5)
 
 
 def _table(key: str, raw: dict, columns: dict[str, Column]) -> Table:

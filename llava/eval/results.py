@@ -1,9 +1,13 @@
 """Reading grid cells: `results/<model>/<mode>/<ratio>/<task>/` -> lmms-eval's results JSON -> column values.
 
+`<mode>` is `baseline` (the 100% run), one of SCC's modes (`paper`, `exact`) or a comparison method's registered
+name (`dycoke`, `pllava`, `visionzip`, `fastv`; the paper YAML's `comparisons`).
+
 lmms-eval exits 0 even when a task failed, so a cell counts as finished only when its results JSON exists and
 holds a number for every metric the paper's columns read from it; `check_cell` raises naming what is missing.
 Each cell also holds our model's per-sample compression log (`samples/rank*.jsonl`), from which the achieved
-retention of the cell is read.
+retention of the cell is read (`cell_counts`; for FastV, video tokens after layer K over video tokens at the LLM
+input, with the mean over layers beside it).
 """
 from __future__ import annotations
 
@@ -14,9 +18,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from llava.config_types import METHOD_SPECS
 from llava.eval.paper import PAPER_YAML, Column, Paper, load_paper
 
-MODES = ("baseline", "paper", "exact")
+SCC_MODES = ("paper", "exact")  # SCC's modes; the comparison methods' come from the paper YAML
+IN_LLM = frozenset(name for name, spec in METHOD_SPECS.items() if spec.stage == "in_llm")  # prune inside the LLM
+
+
+def run_modes(paper: Paper) -> tuple[str, ...]:
+    """Every mode directory a grid can hold: the 100% baseline, SCC's modes, then the comparison methods."""
+    return ("baseline", *SCC_MODES, *paper.comparisons)
 
 
 class IncompleteCellError(RuntimeError):
@@ -129,14 +140,30 @@ def column_value(paper: Paper, column: Column, metrics: dict[str, dict[str, floa
     return sum(parts) / len(parts)
 
 
-def achieved_retention(cell: Path) -> float | None:
-    """Mean tokens_out / tokens_in over the cell's logged samples (our model's per-sample log), None if none."""
-    ratios = []
+@dataclass(frozen=True)
+class CellCounts:
+    """What a cell's per-sample log says about its token counts, each a mean over the samples as a fraction of
+    the video's tokens (`tokens_in`): `achieved`, the retention the row's RR names (tokens_out for a method that
+    compresses before the LLM, video_tokens_after_prune for one that prunes inside it, FastV); `layer_mean`,
+    video_tokens_layer_mean, where an in-LLM stage ran (FastV; DyCoke with its decode stage), else None."""
+
+    achieved: float
+    layer_mean: float | None
+
+
+def cell_counts(cell: Path) -> CellCounts | None:
+    """The token counts of the cell's logged samples (our model's per-sample log), None if none were logged."""
+    achieved, layer_mean = [], []
     for log in sorted(cell.glob("samples/rank*.jsonl")):
         for line in log.read_text().splitlines():
             record = json.loads(line)
-            ratios.append(record["tokens_out"] / record["tokens_in"])
-    return sum(ratios) / len(ratios) if ratios else None
+            kept = record["video_tokens_after_prune"] if record.get("method") in IN_LLM else record["tokens_out"]
+            achieved.append(kept / record["tokens_in"])
+            if record.get("prune_layer") is not None:
+                layer_mean.append(record["video_tokens_layer_mean"] / record["tokens_in"])
+    if not achieved:
+        return None
+    return CellCounts(sum(achieved) / len(achieved), sum(layer_mean) / len(layer_mean) if layer_mean else None)
 
 
 def collect(paper: Paper, root: Path) -> tuple[dict[CellKey, dict[str, dict[str, float]]], list[str]]:
@@ -157,7 +184,7 @@ def _cell_dirs(paper: Paper, root: Path) -> list[tuple[CellKey, Path]]:
     """(key, directory) of every cell of the paper's grid present under `root/<model>/<mode>/<ratio>/<task>`."""
     return [(CellKey(model.name, mode, float(ratio.name), cell.name), cell)
             for model in sorted(p for p in root.iterdir() if p.is_dir())
-            for mode in MODES
+            for mode in run_modes(paper)
             for ratio in sorted((model / mode).glob("*"))
             for cell in sorted(p for p in ratio.iterdir() if p.is_dir() and p.name in paper.grid_tasks)]
 
