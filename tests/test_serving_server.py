@@ -1,4 +1,5 @@
-"""scripts/serve.sh end to end: vLLM's OpenAI server on 127.0.0.1 answers video requests at the ratio asked for.
+"""scripts/serve.sh end to end: vLLM's OpenAI server on 127.0.0.1 answers video requests at the method and ratio
+asked for (the server's default: `--method evs --retention-ratio 0.1`).
 
 Needs vLLM (`bash scripts/test_serving.sh`); skipped otherwise. The server is a child process of this test, in its
 own process group, stopped at the end. The video is assets/demo.mp4 (48 frames) sent as a data URL; vLLM's loader
@@ -30,6 +31,7 @@ from llava.testing.tiny_checkpoint import vllm_spec, write_tiny_checkpoint  # no
 ROOT = Path(__file__).resolve().parent.parent
 FRAMES = 32
 SERVER_RATIO = 0.1
+SERVER_METHOD = "evs"
 QUESTION = "What is moving?"
 START_TIMEOUT_S = 300
 
@@ -63,7 +65,7 @@ def server(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
     env = {**os.environ, "PYTHON": sys.executable, "VLLM_CPU_KVCACHE_SPACE": "1"}
     env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)  # the server runs as it would for a user
     command = ["bash", str(ROOT / "scripts" / "serve.sh"), "--model", str(checkpoint), "--port", str(port),
-               "--retention-ratio", str(SERVER_RATIO), "--frames", str(FRAMES),
+               "--method", SERVER_METHOD, "--retention-ratio", str(SERVER_RATIO), "--frames", str(FRAMES),
                "--dtype", "float32", "--enforce-eager", "--max-model-len", "2048"]
     with open(log, "w") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -91,7 +93,7 @@ def server(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
             proc.wait()
 
 
-def chat(server, ratio: object | None = None) -> tuple[int, dict | str]:
+def chat(server, ratio: object | None = None, method: object | None = None) -> tuple[int, dict | str]:
     base, model = server
     video = base64.b64encode((ROOT / "assets" / "demo.mp4").read_bytes()).decode()
     body: dict = {
@@ -100,8 +102,9 @@ def chat(server, ratio: object | None = None) -> tuple[int, dict | str]:
             {"type": "video_url", "video_url": {"url": f"data:video/mp4;base64,{video}"}},
             {"type": "text", "text": QUESTION}]}],
     }
-    if ratio is not None:
-        body["mm_processor_kwargs"] = {"retention_ratio": ratio}
+    kwargs = {key: value for key, value in (("retention_ratio", ratio), ("method", method)) if value is not None}
+    if kwargs:
+        body["mm_processor_kwargs"] = kwargs
     return call(f"{base}/v1/chat/completions", body)
 
 
@@ -120,9 +123,10 @@ def expected_prompt_tokens(checkpoint: str, ratio: float, question: str = QUESTI
     return len(tokenizer(text, add_special_tokens=False).input_ids) - 1 + block
 
 
-@pytest.mark.parametrize("ratio", [None, 0.25, 1.0])
-def test_video_request_gets_the_ratios_token_count(server, ratio):
-    status, reply = chat(server, ratio)
+@pytest.mark.parametrize(("ratio", "method"), [(None, None), (0.25, None), (1.0, None), (None, "vidcom2"),
+                                               (0.25, "scc")])
+def test_video_request_gets_the_ratios_token_count(server, ratio, method):
+    status, reply = chat(server, ratio, method)
     assert status == 200, reply
     effective = SERVER_RATIO if ratio is None else ratio
     assert reply["usage"]["prompt_tokens"] == expected_prompt_tokens(server[1], effective)
@@ -135,6 +139,17 @@ def test_bad_ratio_gets_http_400_with_the_reason(server, ratio, reason):
     status, reply = chat(server, ratio)
     assert status == 400
     assert "retention_ratio" in reply and reason in reply
+
+
+@pytest.mark.parametrize(("method", "reason"), [
+    ("dycoke", "'dycoke' cannot be served: its count at a ratio is the nearest"),
+    ("fastv", "'fastv' cannot be served: it prunes inside the language model"),
+    ("foo", "must be one of the served methods"),
+])
+def test_unservable_method_gets_http_400_with_the_reason(server, method, reason):
+    status, reply = chat(server, 0.25, method)
+    assert status == 400
+    assert reason in reply
 
 
 def test_serve_script_rejects_a_bad_ratio_before_starting_vllm(checkpoint):

@@ -101,24 +101,24 @@ def videos(frames_factory) -> dict[str, object]:
 
 
 # ---- the reference: llava.model's own stages -------------------------------------------------------------------
-def compression(ratio: float) -> CompressionConfig:
-    return CompressionConfig(method="none") if ratio == 1.0 else CompressionConfig(retention_ratio=ratio)
+def compression(ratio: float, method: str = "scc") -> CompressionConfig:
+    return CompressionConfig(method="none") if ratio == 1.0 else CompressionConfig(method=method, retention_ratio=ratio)
 
 
-def reference_blocks(reference, frames: list, ratio: float) -> list[torch.Tensor]:
+def reference_blocks(reference, frames: list, ratio: float, method: str = "scc") -> list[torch.Tensor]:
     """Our model's visual block per video ([K, D], or [F*T + 1, D] with the newline when not compressing)."""
     _, model, processor = reference
     pixels = [processor.preprocess(f)["pixel_values"] for f in frames]
     with torch.no_grad():
-        return [video.tokens for video in model.encode_videos(pixels, compression(ratio))]
+        return [video.tokens for video in model.encode_videos(pixels, compression(ratio, method))]
 
 
-def reference_generate(reference, frames: list, ratio: float) -> list[int]:
+def reference_generate(reference, frames: list, ratio: float, method: str = "scc") -> list[int]:
     """Our model's greedy tokens for one prompt holding every video of `frames`."""
     tokenizer, model, processor = reference
     ids = tokenizer_image_token(chat_prompt(len(frames), "<image>"), tokenizer, return_tensors="pt")
     pixels = [processor.preprocess(f)["pixel_values"] for f in frames]
-    out = model.generate(ids, videos=pixels, compression=compression(ratio), do_sample=False,
+    out = model.generate(ids, videos=pixels, compression=compression(ratio, method), do_sample=False,
                          max_new_tokens=NEW_TOKENS, eos_token_id=None)
     return out[0].tolist()
 
@@ -131,12 +131,29 @@ def chat_prompt(n_videos: int, placeholder: str) -> str:
 
 
 # ---- vLLM side ------------------------------------------------------------------------------------------------
-def request(frames: list, ratio: float | None = None) -> dict:
+def request(frames: list, ratio: float | None = None, method: str | None = None) -> dict:
+    """A prompt holding every video of `frames`; mm_processor_kwargs only for what is given."""
     prompt = {"prompt": chat_prompt(len(frames), "<video>"),
               "multi_modal_data": {"video": frames[0] if len(frames) == 1 else list(frames)}}
-    if ratio is not None:
-        prompt["mm_processor_kwargs"] = {"retention_ratio": ratio}
+    kwargs = {key: value for key, value in (("retention_ratio", ratio), ("method", method)) if value is not None}
+    if kwargs:
+        prompt["mm_processor_kwargs"] = kwargs
     return prompt
+
+
+def embed(llm, pixels: list[torch.Tensor], methods: list[str], ratios: list[float]) -> list[torch.Tensor]:
+    """The engine model's video embeddings for preprocessed pixels, with the fields the processor would attach."""
+    from llava.compression import METHODS
+    from llava.serving.vllm_model import METHOD_FIELD, RATIO_FIELD
+
+    fields = {RATIO_FIELD: torch.tensor(ratios, dtype=torch.float64),
+              METHOD_FIELD: torch.tensor([METHODS.index(m) for m in methods], dtype=torch.int64)}
+
+    def run(model) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return [e.cpu() for e in model.embed_multimodal(pixel_values_videos=pixels, **fields)]
+
+    return llm.apply_model(run)[0]
 
 
 def generate(llm, requests: list[dict]) -> list:
@@ -169,14 +186,7 @@ def test_video_embeddings_equal_our_compressed_tokens(engine, reference, videos)
     frames = [videos["a32"], videos["b16"], videos["d9"]]
     ratios = [0.1, 0.35, 1.0]
     pixels = [reference[2].preprocess(f)["pixel_values"] for f in frames]
-
-    def embed(model):
-        with torch.no_grad():
-            out = model.embed_multimodal(pixel_values_videos=pixels,
-                                         video_retention_ratio=torch.tensor(ratios, dtype=torch.float64))
-        return [e.cpu() for e in out]
-
-    served = engine.apply_model(embed)[0]
+    served = embed(engine, pixels, ["scc"] * len(frames), ratios)
     for got, frames_i, ratio in zip(served, frames, ratios, strict=True):
         want = reference_blocks(reference, [frames_i], ratio)[0]
         assert got.shape == want.shape
