@@ -23,12 +23,13 @@ setup(
         "pillow>=10",
     ],
     entry_points={
-        "console_scripts": ["llava-infer=llava.infer:main"],
+        "console_scripts": ["llava-infer=llava.infer:main", "llava-demo=llava.demo.__main__:main"],
         "lmms_eval.models": ["llava_scissor=llava.eval.lmms_plugin:manifest"],
         "vllm.general_plugins": ["llava_scissor = llava.serving.plugin:register"],
     },
     extras_require={
-        "test": ["pytest>=8", "scipy>=1.10", "ruff>=0.5"],
+        # selenium drives the web demo's browser test (Debian's chromium and chromium-driver)
+        "test": ["pytest>=8", "scipy>=1.10", "ruff>=0.5", "selenium>=4.20,<5"],
         # the lmms-eval release our drop-in and llava_scissor model are tested against; 0.7.3 imports
         # `filelock._api`, which filelock 4 removed (without the cap, `python -m lmms_eval` logs the import error
         # and exits 0 with no results)
@@ -41,6 +42,9 @@ setup(
                              "filelock<4", "tqdm-multiprocess", "python-dotenv", "pydantic", "opencv-python-headless",
                              "matplotlib"],
         "flash": ["flash-attn>=2.5"],
+        # the web demo (llava.demo, scripts/demo.sh): gradio 6 is the version its page is tested with; selenium
+        # drives the system Chromium in tests/test_demo_browser.py (no browser download)
+        "demo": ["gradio>=6,<7"],
         "serve": ["vllm>=0.32,<0.34"],  # llava.serving overrides private vLLM methods: bump only with its tests
     },
 )

@@ -62,7 +62,8 @@ RECIPES: dict[str, Recipe] = {
     "eval-cpu-torch": Recipe(("pip install --no-deps lmms-eval==0.7.3", 'pip install -e ".[lmms-eval-nodeps]"'),
                              needs=("lmms-eval", "filelock", "datasets", "loguru"), check=_no_torchvision),
     "serve": Recipe(('pip install -e ".[serve]"',), needs=("vllm", "transformers")),
-    "test": Recipe(('pip install -e ".[test]"',), needs=("pytest", "scipy", "ruff")),
+    "test": Recipe(('pip install -e ".[test,demo]"',), needs=("pytest", "scipy", "ruff", "selenium", "gradio")),
+    "demo": Recipe(('pip install -e ".[demo]"',), needs=("gradio",)),
 }
 
 # What the code needs of a package whenever a resolved set contains it, with the reason.
