@@ -11,19 +11,14 @@
 # Works from any directory; PYTHON=/path/to/python picks the interpreter.
 #
 # First run: if gradio (or the package's own dependencies) is missing, this installs the package with its `demo`
-# extra into that interpreter with pip: gradio 6 and its web stack (fastapi, uvicorn, starlette, pandas, ...) and
-# selenium (used only by the browser test). If torch is missing too, pip picks PyPI's default build, which on Linux
+# extra into that interpreter with pip: gradio 6 and its web stack (fastapi, uvicorn, starlette, pandas, ...). If
+# torch is missing too, pip picks PyPI's default build, which on Linux
 # is a CUDA build of several GB; on a CPU-only machine install the CPU build first
 # (pip install torch --index-url https://download.pytorch.org/whl/cpu).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PYTHON:-python}"
-export PYTHONPATH="${ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
-# find_spec looks the modules up without importing them, so the check costs no torch import
-FIND='import importlib.util, sys; sys.exit(any(importlib.util.find_spec(m) is None for m in sys.argv[1:]))'
-has() { "${PY}" -c "${FIND}" "$@" 2>/dev/null; }
+source "$(dirname "${BASH_SOURCE[0]}")/python_env.sh"  # ROOT, PY, PYTHONPATH, has MODULE...
 if ! has gradio torch transformers av yaml safetensors; then
-    echo "demo.sh: installing llava-scissor with its demo extra (gradio>=6,<7 and its web stack, selenium) into" \
+    echo "demo.sh: installing llava-scissor with its demo extra (gradio>=6,<7 and its web stack) into" \
          "$("${PY}" -c 'import sys; print(sys.prefix)')$(has torch || echo ', torch included (PyPI default build)')" >&2
     "${PY}" -m pip install --progress-bar on -e "${ROOT}[demo]" >&2
 fi

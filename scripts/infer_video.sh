@@ -13,13 +13,7 @@
 # then picks torch for this machine: on Linux that is PyPI's default CUDA build (several GB). On a CPU-only
 # machine install the CPU build first (pip install torch --index-url https://download.pytorch.org/whl/cpu).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PYTHON:-python}"
-export PYTHONPATH="${ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
-# find_spec looks the modules up without importing them (importing torch + transformers takes seconds), so --help
-# and a bad flag answer at once; the CLI itself imports torch only once the flags are valid.
-FIND='import importlib.util, sys; sys.exit(any(importlib.util.find_spec(m) is None for m in sys.argv[1:]))'
-has() { "${PY}" -c "${FIND}" "$@" 2>/dev/null; }
+source "$(dirname "${BASH_SOURCE[0]}")/python_env.sh"  # ROOT, PY, PYTHONPATH, has MODULE...
 if ! has torch transformers av yaml safetensors; then
     if has torch; then
         echo "first run: installing llava-scissor's dependencies into $("${PY}" -c 'import sys; print(sys.prefix)')" \

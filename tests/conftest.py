@@ -61,6 +61,22 @@ def video_prompt(question: str, template: str = "qwen_2") -> str:
     return conv.get_prompt()
 
 
+def mixed_batch(tokenizer, processor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Three (prompt ids, pixels) pairs with different prompt lengths and frame counts (2, 3, 1): the batch that
+    left padding and per-row video spans must get right."""
+    from llava.mm_utils import tokenizer_image_token
+
+    questions = ["What happens in this video clip, step by step?", "Why?", "Who is there?"]
+    ids = [tokenizer_image_token(video_prompt(q), tokenizer, return_tensors="pt") for q in questions]
+    pixels = [processor.preprocess(make_frames(n, seed=n))["pixel_values"] for n in (2, 3, 1)]
+    return ids, pixels
+
+
+@pytest.fixture
+def mixed_batch_factory():
+    return mixed_batch
+
+
 @pytest.fixture
 def frames_factory():
     return make_frames

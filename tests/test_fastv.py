@@ -13,7 +13,6 @@ import torch
 from transformers.masking_utils import create_causal_mask
 
 from llava.compression import CompressionConfig
-from llava.mm_utils import tokenizer_image_token
 from llava.model.builder import load_pretrained_model
 from llava.model.fastv import layer_mean_tokens
 from llava.testing.tiny_checkpoint import TinySpec, write_tiny_checkpoint
@@ -30,12 +29,8 @@ def bundle(request, tmp_path_factory):
 
 
 @pytest.fixture
-def inputs(bundle, frames_factory, prompt_factory):
-    tokenizer, _, processor, _ = bundle
-    questions = ["What happens in this video clip, step by step?", "Why?", "Who is there?"]
-    ids = [tokenizer_image_token(prompt_factory(q), tokenizer, return_tensors="pt") for q in questions]
-    pixels = [processor.preprocess(frames_factory(n, seed=n))["pixel_values"] for n in (2, 3, 1)]
-    return ids, pixels
+def inputs(bundle, mixed_batch_factory):
+    return mixed_batch_factory(bundle[0], bundle[2])
 
 
 def _causal(lm, hidden: torch.Tensor):

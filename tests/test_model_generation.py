@@ -6,20 +6,14 @@ import torch
 
 from llava.compression import CompressionConfig, compress
 from llava.constants import IMAGE_TOKEN_INDEX
-from llava.mm_utils import tokenizer_image_token
 from llava.model.modeling import pool_frames
 
 SCC_QUARTER = CompressionConfig(method="scc", retention_ratio=0.25)
 
 
 @pytest.fixture
-def inputs(tiny_model_bundle, frames_factory, prompt_factory):
-    """Three (prompt ids, pixels) pairs with different prompt lengths and frame counts."""
-    tokenizer, _, processor, _ = tiny_model_bundle
-    questions = ["What happens in this video clip, step by step?", "Why?", "Who is there?"]
-    ids = [tokenizer_image_token(prompt_factory(q), tokenizer, return_tensors="pt") for q in questions]
-    pixels = [processor.preprocess(frames_factory(n, seed=n))["pixel_values"] for n in (2, 3, 1)]
-    return ids, pixels
+def inputs(tiny_model_bundle, mixed_batch_factory):
+    return mixed_batch_factory(tiny_model_bundle[0], tiny_model_bundle[2])
 
 
 def _capture_llm_inputs(model) -> tuple[dict, torch.utils.hooks.RemovableHandle]:
