@@ -94,9 +94,9 @@ class CompressionConfig:
     numbers with no error: every field is checked here, once, with the field's name and the allowed values.
 
     method: "scc" (LLaVA-Scissor), "random" / "uniform" / "l2norm" (the paper's ablation selectors, Table 4b,
-        followed by the same merge step), a baseline of the paper's tables ("pllava", "visionzip", "dycoke"),
-        vLLM's video pruning ("evs", "vidcom2"; `METHOD_SPECS` says what each takes and needs) or "none"
-        (features pass through).
+        followed by the same merge step), a baseline of the paper's tables ("pllava", "visionzip", "dycoke";
+        "fastv", which prunes inside the LLM), vLLM's video pruning ("evs", "vidcom2") or "none" (features pass
+        through); `METHOD_SPECS` says what each takes and needs.
     tau: SCC similarity threshold in [-1, 1] (paper mode: the token count varies per video). SCC only.
     retention_ratio: keep exactly K = max(1, round(r * F * T)) tokens, r in (0, 1].
     epsilon: the paper's approximate components (sample min(N, ceil(ln N / eps^2)) nodes); None = exact.
