@@ -196,11 +196,22 @@ def format_report(report: InferenceReport) -> str:
         + f"  ({new_tokens} new tokens{per_question})",
         f"peak memory  {report.peak_memory_mb:.0f} MB ({memory_kind})",
     ]
+    if report.prune_layer is not None:
+        lines.append(_in_llm_line(report))
     if report.video_note:
         lines.append(f"video note   {report.video_note}")
     if report.visualization:
         lines.append(f"picture      {report.visualization}")
     return "\n".join(lines)
+
+
+def _in_llm_line(report: InferenceReport) -> str:
+    """Tokens per layer for a method that prunes inside the LLM; its pruning follows each question, so across
+    questions only the tower, pooling and pre-LLM compression are shared."""
+    return (f"in the LLM   {report.video_tokens_llm_input} video tokens in, {report.video_tokens_after_prune:g} from "
+            f"layer {report.prune_layer} of {report.llm_layers} on, {report.video_tokens_layer_mean:.1f} per layer on "
+            "average (the FLOPs scale with this); pruned per question, so only the vision stage and the block before "
+            "the LLM are shared across questions")
 
 
 def _shape(report: InferenceReport) -> str:

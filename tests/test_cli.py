@@ -2,6 +2,7 @@
 names the flag that set the bad value, and text output cannot carry terminal control characters."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -104,3 +105,12 @@ def test_text_output_escapes_what_the_model_generated(capsys: pytest.CaptureFixt
     report = json.loads(capsys.readouterr().out)  # JSON escapes controls itself and keeps the text exact
     assert report["answers"][0] == {"question": "Q\x1b?", "answer": "red\x1b[0m square\x07\nnext line",
                                     "new_tokens": 3, "prefill_ms": 1.0, "generate_ms": 2.0}
+
+
+def test_text_report_gives_tokens_per_layer_for_an_in_llm_method() -> None:
+    report = fake_report("a", "q")
+    assert "in the LLM" not in infer.format_report(report)  # a pre-LLM method: one count, the block's
+    report = dataclasses.replace(report, method="fastv", llm_layers=28, prune_layer=3, video_tokens_llm_input=6272,
+                                 video_tokens_after_prune=627, video_tokens_layer_mean=1231.8)
+    line = next(x for x in infer.format_report(report).splitlines() if x.startswith("in the LLM"))
+    assert "6272 video tokens in, 627 from layer 3 of 28 on, 1231.8 per layer" in line and "per question" in line

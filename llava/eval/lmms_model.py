@@ -160,8 +160,10 @@ class LlavaScissor(lmms):
         answers: list[str] = []
         for chunk in collator.get_batched(n=self.options.batch_size, batch_fn=None):
             answers.extend(self._answer_batch(list(chunk)))
-        logger.info("llava_scissor rank %d: %d videos encoded, %d reused (saved %.0f ms of vision + compression)",
-                    self._rank, self.cache.counters.misses, self.cache.counters.hits, self.cache.counters.saved_ms)
+        logger.info("llava_scissor rank %d: %d videos encoded, %d reused (saved %.0f ms of vision + compression)%s",
+                    self._rank, self.cache.counters.misses, self.cache.counters.hits, self.cache.counters.saved_ms,
+                    "; the method prunes inside the LLM per question, so a reused block holds the vision stage only"
+                    if self.compression.prunes_in_llm else "")
         return collator.get_original(answers)
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
