@@ -6,7 +6,6 @@ unknown method fails at config time with the list of valid ones.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -16,7 +15,7 @@ from torch import Tensor
 from .dycoke import dycoke_mask, keep_for_target, keep_per_frame
 from .evs import evs_mask
 from .merge import merge_into_kept
-from .pllava import pllava, resolve_shape
+from .pllava import pllava
 from .scc import SCCOutput, scc_ratio, scc_tau
 from .selectors import l2norm_indices, random_indices, uniform_indices
 from .timing import synced_now
@@ -141,7 +140,7 @@ def compress(features: Tensor, config: CompressionConfig, timed: bool = False,
         tau_spatial=out.tau_spatial if scc else None,
         tau_temporal=out.tau_temporal if scc else None,
         time_ms=(synced_now(features.device) - start) * 1000.0 if start is not None else None,
-        pool_shape=resolve_shape(config, F, math.isqrt(extras.grid.shape[1]), T) if config.method == "pllava" else None,
+        pool_shape=out.pool_shape,
     )
     logger.debug("compressed %d -> %d tokens (%s ms)", stats.tokens_in, stats.tokens_out, stats.time_ms)
     return CompressionResult(tokens=tokens, assignment=out.assignment.view(F, T), stats=stats)

@@ -90,4 +90,4 @@ def pllava(x: Tensor, config: CompressionConfig, extras: VisualExtras) -> SCCOut
     cells = grid.to(x.dtype).view(n_frames, side, side, dim).permute(3, 0, 1, 2)  # (D, F, side, side)
     tokens = adaptive_avg_pool3d(cells, shape).flatten(1).T.contiguous()  # (T' * H' * W', D)
     assignment = centre_bins(n_frames, tokens_per_frame, shape, x.device)  # (F * T,)
-    return SCCOutput(tokens, assignment, tokens.shape[0], float("nan"), float("nan"))
+    return SCCOutput(tokens, assignment, tokens.shape[0], float("nan"), float("nan"), pool_shape=shape)

@@ -54,6 +54,7 @@ class SCCOutput:
     tokens_spatial: int
     tau_spatial: float
     tau_temporal: float
+    pool_shape: tuple[int, int, int] | None = None  # the (T', H', W') a pooling method pooled to
 
 
 def ordered_means(x: Tensor, labels: Tensor, count: int, degree: Tensor) -> Tensor:

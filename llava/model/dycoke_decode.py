@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from llava.compression import CompressionConfig
 from llava.model.fastv import last_row_attention, top_video
-from llava.model.llm_loop import DecodeState, group_mask, head_logits, prefill, run_layers, step_inputs
+from llava.model.llm_loop import DecodeState, check_layer, group_mask, head_logits, prefill, run_layers, step_inputs
 
 SIMILARITY = 0.9  # DyCoke's fixed threshold: a step at least this similar to the previous one keeps every token
 
@@ -53,12 +53,6 @@ class DyCokeState:
         if self.attended is None:
             return self.video.sum(dim=1).double()
         return self.attended / self.steps
-
-
-def check_layer(layer: int, n_layers: int) -> None:
-    """L must leave layer L-1 to score with and at least one layer at or above L to prune."""
-    if not 1 <= layer < n_layers:
-        raise ValueError(f"dycoke_l must be in [1, {n_layers - 1}] for this {n_layers}-layer LLM, got {layer}")
 
 
 def step_key_mask(scores: Tensor, key_mask: Tensor, state: DyCokeState) -> Tensor:
@@ -106,6 +100,6 @@ def dycoke_prefill(lm: nn.Module, embeds: Tensor, key_mask: Tensor, positions: T
                    config: CompressionConfig) -> tuple[Tensor, DecodeState, DyCokeState]:
     """The prompt [B, L0, D] (key_mask / positions / video [B, L0]) prefilled whole -> (next-token logits [B, V],
     the decode state, a fresh stage-2 state for L = config.dycoke_l and P = config.dycoke_p)."""
-    check_layer(config.dycoke_l, len(lm.model.layers))
+    check_layer("dycoke_l", config.dycoke_l, len(lm.model.layers))
     logits, state = prefill(lm, embeds, key_mask, positions)  # (B, 1, V)
     return logits[:, -1], state, DyCokeState(config.dycoke_l, 1.0 - config.dycoke_p, video.bool())

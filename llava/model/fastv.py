@@ -26,7 +26,7 @@ from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 
 from llava.compression import CompressionConfig
 from llava.compression.types import METHOD_SPECS
-from llava.model.llm_loop import DecodeState, LayerGroup, group_mask, head_logits, run_layers
+from llava.model.llm_loop import DecodeState, LayerGroup, check_layer, group_mask, head_logits, run_layers
 
 
 @dataclass
@@ -38,12 +38,6 @@ class FastVPrefill:
     state: DecodeState
     video_in: Tensor
     video_kept: Tensor
-
-
-def check_layer(k: int, n_layers: int) -> None:
-    """K must leave at least one layer below and one at or above it."""
-    if not 1 <= k < n_layers:
-        raise ValueError(f"fastv_layer must be in [1, {n_layers - 1}] for this {n_layers}-layer LLM, got {k}")
 
 
 def last_row_attention(layer: nn.Module, hidden_last: Tensor, keys: Tensor, rope_last: tuple[Tensor, Tensor],
@@ -104,7 +98,7 @@ def fastv_prefill(lm: nn.Module, embeds: Tensor, key_mask: Tensor, positions: Te
     FastV at layer K = config.fastv_layer keeping config.retention_ratio of each row's video tokens. Logits for
     the last row only [B, 1, V] unless all_logits (every kept row [B, M, V])."""
     k, n_layers = config.fastv_layer, len(lm.model.layers)
-    check_layer(k, n_layers)
+    check_layer("fastv_layer", k, n_layers)
     cache = DynamicCache(config=lm.model.config)
     rope = lm.model.rotary_emb(embeds, positions)  # cos, sin: (B, L, Dk)
     mask = group_mask(lm, embeds, key_mask, cache, 0)

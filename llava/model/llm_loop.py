@@ -51,6 +51,13 @@ class DecodeState:
     next_position: Tensor
 
 
+def check_layer(knob: str, layer: int, n_layers: int) -> None:
+    """An in-LLM method's layer (FastV's K, DyCoke's L) must leave at least one layer below it (the one whose
+    attention is scored) and one at or above it (the ones that prune)."""
+    if not 1 <= layer < n_layers:
+        raise ValueError(f"{knob} must be in [1, {n_layers - 1}] for this {n_layers}-layer LLM, got {layer}")
+
+
 def group_mask(lm: nn.Module, hidden: Tensor, key_mask: Tensor, cache: DynamicCache, layer: int) -> Any:
     """The attention mask the model's backend wants for queries `hidden` [B, q, D] against the cached rows of
     `layer` plus the new ones (key_mask [B, cached + q]); sized against that layer, not the first one."""

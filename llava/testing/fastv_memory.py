@@ -51,8 +51,8 @@ from transformers import DynamicCache
 
 from llava.compression import CompressionConfig
 from llava.compression.timing import timed_call
-from llava.model.fastv import FastVPrefill, check_layer, fastv_prefill, gather_index, keep_rows
-from llava.model.llm_loop import DecodeState, LayerGroup, group_mask, head_logits, run_layers
+from llava.model.fastv import FastVPrefill, fastv_prefill, gather_index, keep_rows
+from llava.model.llm_loop import DecodeState, LayerGroup, check_layer, group_mask, head_logits, run_layers
 from llava.model.modeling import LlavaOnevisionVideoModel, pool_frames
 from llava.model.packing import PackedInputs
 from llava.testing.architectures import ARCHITECTURES, model_config
@@ -88,7 +88,7 @@ class MemoryBenchConfig:
             raise ValueError(f"retention must be in (0, 1], got {self.retention}")
         if min(self.frames, self.repeats) < 1:
             raise ValueError(f"frames and repeats must be >= 1, got {self.frames}, {self.repeats}")
-        check_layer(self.fastv_layer, self.text_layers)  # K needs a layer below it and one at or above it
+        check_layer("fastv_layer", self.fastv_layer, self.text_layers)
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
 
@@ -166,7 +166,7 @@ def eager_fastv_prefill(lm: nn.Module, embeds: Tensor, key_mask: Tensor, positio
     attention map [B, H, L, L]; the score is the map's last row, mean over heads. Selection, gathering and the upper
     layers are `fastv_prefill`'s. Logits of the last row only [B, 1, V]."""
     k, n_layers = config.fastv_layer, len(lm.model.layers)
-    check_layer(k, n_layers)
+    check_layer("fastv_layer", k, n_layers)
     if lm.config._attn_implementation != "eager":
         raise ValueError(f"the official-style FastV reads eager attention maps; this model runs "
                          f"{lm.config._attn_implementation!r}")
