@@ -35,6 +35,7 @@ from lmms_eval.api.model import lmms
 
 from llava.compression.timing import timed_call
 from llava.compression.types import VisualExtras
+from llava.config_types import KNOB_FIELDS
 from llava.conversation import conv_templates, video_prompt_ids
 from llava.eval.block_cache import BlockCache, EncodedBlock
 from llava.eval.features import FrameSettings, file_key, video_pixels
@@ -51,11 +52,9 @@ RUN_CONFIG_ARGS = {
     "attn_implementation": "model.attn_implementation", "newline": "model.newline",
     "max_frames_num": "video.frames", "video_backend": "video.backend",
     "retention_ratio": "compression.retention_ratio", "tau": "compression.tau",
-    "epsilon": "compression.epsilon", "seed": "compression.seed", "method": "compression.method",
+    "seed": "compression.seed", "method": "compression.method",
     "precision": "compression.precision", "frame_batch_size": "model.frame_batch_size",
-    "pool_shape": "compression.pool_shape", "dycoke_k": "compression.dycoke_k",
-    "dycoke_l": "compression.dycoke_l", "dycoke_p": "compression.dycoke_p",
-    "fastv_layer": "compression.fastv_layer",
+    **{knob: f"compression.{knob}" for knob in KNOB_FIELDS},  # every method's knobs, as the registry names them
 }
 DEFAULT_MAX_NEW_TOKENS = 1024  # lmms-eval's OneVision default when a task sets none
 SAMPLING_KEYS = ("temperature", "top_p", "top_k")
